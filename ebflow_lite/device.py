@@ -21,7 +21,7 @@ def pick_device(preferred: str | None = None) -> torch.device:
     Raises:
         ValueError: the name is unknown, or names a device this machine does not have.
     """
-    name = preferred or os.environ.get("EBFLOW_DEVICE") or None
+    name = preferred or os.environ.get("EBFLOW_DEVICE", "").strip() or None
     if name is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -38,4 +38,12 @@ def pick_device(preferred: str | None = None) -> torch.device:
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise ValueError("device 'mps' requested but MPS is not available here")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"malformed device name {name!r}: {err}") from None
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ValueError(f"device {name!r} requested but this machine has {count} CUDA devices")
+    return device

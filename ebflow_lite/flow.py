@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ebflow_lite.layers.base import FlowLayer, LinearFlowLayer
-from ebflow_lite.validation import check_batch
+from ebflow_lite.validation import check_batch, check_same_device
 
 
 def standard_normal_log_prob(u: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,8 @@ class EBFlow(nn.Module):
         if len(set(dims)) > 1:
             raise ValueError(f"layers disagree on the feature dimension: {sorted(set(dims))}")
         self.dim: int | None = dims[0] if dims else None
-        self._log_z_cache: tuple[tuple[tuple[int, int], ...], torch.Tensor] | None = None
+        # (snapshot of the linear layers' parameters, log Z computed from them)
+        self._log_z_cache: tuple[list[torch.Tensor], torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,7 @@ class EBFlow(nn.Module):
     def latent_and_energy(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(g(x), E(x))`` for a batch in model space; no determinant is computed."""
         check_batch(x, self.dim, where="EBFlow")
+        check_same_device(x, self, where="EBFlow")
         nonlinear_logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         h = x
         for layer in self.layers:
@@ -119,36 +121,50 @@ class EBFlow(nn.Module):
         """
         return self.latent_and_energy(x)[1]
 
-    def _linear_params_key(self) -> tuple[tuple[int, int], ...]:
-        return tuple(
-            (p.data_ptr(), p._version)
-            for layer in self.layers
-            if layer.is_linear
-            for p in layer.parameters()
+    def _reference(self) -> tuple[torch.dtype, torch.device]:
+        """The dtype and device of the parameters (defaults when there are none)."""
+        p = next(self.parameters(), None)
+        if p is None:
+            return torch.get_default_dtype(), torch.device("cpu")
+        return p.dtype, p.device
+
+    def _linear_parameters(self) -> list[torch.Tensor]:
+        return [p for layer in self.layers if layer.is_linear for p in layer.parameters()]
+
+    def _cache_is_valid(self, params: list[torch.Tensor]) -> bool:
+        if self._log_z_cache is None:
+            return False
+        snapshot = self._log_z_cache[0]
+        return len(snapshot) == len(params) and all(
+            s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
+            and torch.equal(s, p)
+            for s, p in zip(snapshot, params, strict=True)
         )
+
+    def _sum_linear_logabsdets(self) -> torch.Tensor:
+        dtype, device = self._reference()
+        total = torch.zeros((), dtype=dtype, device=device)
+        for layer in self.linear_layers():
+            total = total + layer.logabsdet().to(dtype=dtype, device=device)
+        return total
 
     def log_z(self) -> torch.Tensor:
         """``log Z = -sum over linear layers of log|det J|`` (a scalar).
 
-        The value is cached and reused until a parameter of a linear layer changes (an
-        optimizer step or ``load_state_dict``). When gradients are being recorded and the
-        parameters require them, it is recomputed so that ML training can differentiate it.
+        The value is cached and reused until a parameter of a linear layer changes value (an
+        optimizer step, ``load_state_dict``, an EMA swap, a ``.to(dtype)``): the cache keeps a
+        copy of those parameters and compares it, O(D^2), with the current ones. When
+        gradients are being recorded and the parameters require them, it is recomputed so
+        that ML training can differentiate it.
         """
-        linear = [layer for layer in self.layers if layer.is_linear]
-        if not linear:
-            p = next(self.parameters(), None)
-            return torch.zeros((), dtype=p.dtype if p is not None else torch.get_default_dtype())
-        needs_graph = torch.is_grad_enabled() and any(
-            p.requires_grad for layer in linear for p in layer.parameters()
-        )
-        if needs_graph:
-            return -sum(layer.logabsdet() for layer in linear)  # type: ignore[attr-defined]
-        key = self._linear_params_key()
-        if self._log_z_cache is None or self._log_z_cache[0] != key:
+        params = self._linear_parameters()
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return -self._sum_linear_logabsdets()
+        if not self._cache_is_valid(params):
             with torch.no_grad():
-                value = -sum(layer.logabsdet() for layer in linear)  # type: ignore[attr-defined]
-            self._log_z_cache = (key, value)
-        return self._log_z_cache[1]
+                value = -self._sum_linear_logabsdets()
+            self._log_z_cache = ([p.detach().clone() for p in params], value)
+        return self._log_z_cache[1]  # type: ignore[index]
 
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +181,7 @@ class EBFlow(nn.Module):
 
     def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """``grad_x log p(x) = -grad_x E(x)`` in model space, shape like ``x``."""
+        check_batch(x, self.dim, where="EBFlow.score")
         with torch.enable_grad():
             x = x.detach().requires_grad_(True) if not x.requires_grad else x
             e = self.energy(x).sum()
@@ -180,6 +197,7 @@ class EBFlow(nn.Module):
             through_preprocessing: also undo the preprocessing, returning data space.
         """
         check_batch(u, self.dim, where="EBFlow.inverse")
+        check_same_device(u, self, where="EBFlow.inverse")
         h = u
         for layer in reversed(self.layers):
             h = layer.inverse(h)
@@ -198,9 +216,7 @@ class EBFlow(nn.Module):
             raise ValueError("sample() needs a layer that declares its feature dimension")
         if n < 1:
             raise ValueError(f"n must be positive, got {n}")
-        p = next(self.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-        dtype = p.dtype if p is not None else torch.get_default_dtype()
+        dtype, device = self._reference()
         u = torch.randn(n, self.dim, generator=generator, dtype=dtype) * temperature
         return self.inverse(u.to(device), through_preprocessing=through_preprocessing)
 

@@ -20,8 +20,8 @@ def check_batch(x: object, dim: int | None = None, where: str = "input") -> torc
         ``x`` itself, so the call can be used inline.
 
     Raises:
-        ValueError: not a tensor, not floating point, fewer than 2 axes, the wrong
-            feature size, or NaN/inf entries.
+        ValueError: not a tensor, not floating point, fewer than 2 axes (exactly 2 when
+            ``dim`` is given), the wrong feature size, or NaN/inf entries.
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{where}: expected a torch.Tensor, got {type(x).__name__}")
@@ -34,6 +34,11 @@ def check_batch(x: object, dim: int | None = None, where: str = "input") -> torc
         raise ValueError(
             f"{where}: expected a batch of shape (B, D), got shape {tuple(x.shape)}; "
             "add a batch axis with x.unsqueeze(0)"
+        )
+    if dim is not None and x.dim() != 2:
+        raise ValueError(
+            f"{where}: expected a batch of shape (B, {dim}), got shape {tuple(x.shape)}; "
+            "flatten the feature axes with x.flatten(1)"
         )
     if dim is not None and x.shape[-1] != dim:
         raise ValueError(

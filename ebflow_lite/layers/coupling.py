@@ -49,6 +49,10 @@ class AffineCoupling(FlowLayer):
             raise ValueError(f"AffineCoupling needs dim >= 2, got {dim}")
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity}")
+        if hidden < 1 or depth < 0:
+            raise ValueError(f"need hidden >= 1 and depth >= 0, got hidden={hidden}, depth={depth}")
+        if not scale_bound > 0:
+            raise ValueError(f"scale_bound must be positive, got {scale_bound}")
         self.dim = dim
         idx = torch.arange(dim)
         keep = idx[idx % 2 == parity]

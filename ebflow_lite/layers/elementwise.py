@@ -10,6 +10,12 @@ from torch import nn
 from ebflow_lite.layers.base import FlowLayer, LinearFlowLayer
 
 
+def _check_dim(dim: int | None) -> int | None:
+    if dim is not None and (not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"dim must be a positive int or None, got {dim!r}")
+    return dim
+
+
 class SmoothLeakyReLU(FlowLayer):
     """``f(x) = alpha x + (1 - alpha) softplus(x)``, applied to every feature.
 
@@ -31,7 +37,7 @@ class SmoothLeakyReLU(FlowLayer):
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         self.alpha = float(alpha)
-        self.dim = dim
+        self.dim = _check_dim(dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check(x)
@@ -82,7 +88,8 @@ class Affine(LinearFlowLayer):
         return x * self.scale + self.shift
 
     def logabsdet(self) -> torch.Tensor:
-        return torch.tensor(self.dim * math.log(abs(self.scale)))
+        # float64, so that no precision is lost before it meets the data's dtype
+        return torch.tensor(self.dim * math.log(abs(self.scale)), dtype=torch.float64)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.apply(x)
@@ -121,7 +128,7 @@ class Logit(FlowLayer):
             raise ValueError(f"eps must lie in [0, 0.5), got {eps}")
         self.alpha = float(alpha)
         self.eps = float(eps)
-        self.dim = dim
+        self.dim = _check_dim(dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check(x)
@@ -139,4 +146,6 @@ class Logit(FlowLayer):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         self.check(y)
         p = torch.sigmoid(self.alpha * y)
-        return (p - self.eps) / (1.0 - 2.0 * self.eps)
+        # Latents beyond logit(1 - eps) / alpha lie outside the image of [0, 1]; clamping
+        # keeps samples inside the data domain, so log_prob accepts them.
+        return ((p - self.eps) / (1.0 - 2.0 * self.eps)).clamp(0.0, 1.0)

@@ -2,8 +2,12 @@
 
 Models that have a ``preprocess`` method (an :class:`ebflow_lite.EBFlow`) see their
 preprocessed variable; any other module with an ``energy`` method sees ``x`` as it is.
+The score-matching objectives all estimate the per-dimension Hyvarinen objective; see
+:mod:`ebflow_lite.objectives.score_matching` for the table of conventions.
 """
 
 from ebflow_lite.objectives.likelihood import ml
+from ebflow_lite.objectives.score_matching import dsm, exact_sm, fdssm, ssm
+from ebflow_lite.objectives.sml import sml
 
-__all__ = ["ml"]
+__all__ = ["dsm", "exact_sm", "fdssm", "ml", "sml", "ssm"]

@@ -1,0 +1,280 @@
+"""The 2-D toy experiment: train one flow by ML, SML, SSM, DSM or FDSSM and score it.
+
+Chapter 6 ("Training EBFlow on 2-D densities") runs :func:`train_toy` for every
+(dataset, method, seed) and :func:`evaluate_toy` on each result; :func:`gaussian_baseline`
+gives the reference a trained model must beat, and :func:`summarize` turns runs into
+mean +- confidence-interval cells. Every model uses ONE base density, the standard normal,
+for training, sampling and evaluation.
+
+References:
+    Chao et al., "Training Energy-Based Normalizing Flow with Score-Matching Objectives",
+    NeurIPS 2023 (Table 1: KL and Fisher divergences on Sine, Swirl and Checkerboard).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ebflow_lite import objectives
+from ebflow_lite.flow import EBFlow
+from ebflow_lite.layers import Dense
+from ebflow_lite.training import History, fit
+
+Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+TOY_METHODS = ("ml", "sml", "ssm", "dsm", "fdssm")
+
+
+@dataclass(frozen=True)
+class ToyMethod:
+    """How one method is trained on the toy densities.
+
+    Attributes:
+        lr: Adam's learning rate.
+        grad_clip: the gradient-norm clip (None: off).
+        options: keyword arguments of the objective (``sigma`` for DSM, ``eps`` and
+            ``n_slices`` for FDSSM, ``n_slices`` for SSM).
+    """
+
+    lr: float
+    grad_clip: float | None = 1.0
+    options: dict = field(default_factory=dict)
+
+
+def default_toy_methods(dsm_sigma: float = 0.1, fdssm_eps: float = 0.1) -> dict[str, ToyMethod]:
+    """The book's settings for the five methods (one learning rate and clip for all).
+
+    Args:
+        dsm_sigma: DSM's noise level. Training data are already samples of the smoothed
+            density, so DSM learns that density convolved once more with N(0, sigma^2 I):
+            keep sigma small compared with the smoothing width.
+        fdssm_eps: FDSSM's finite-difference step (the paper's 0.1).
+    """
+    return {
+        "ml": ToyMethod(lr=2e-3),
+        "sml": ToyMethod(lr=2e-3),
+        "ssm": ToyMethod(lr=2e-3, options={"n_slices": 1}),
+        "dsm": ToyMethod(lr=2e-3, options={"sigma": dsm_sigma}),
+        "fdssm": ToyMethod(lr=2e-3, options={"eps": fdssm_eps, "n_slices": 1}),
+    }
+
+
+def toy_objective(method: str, **options: float) -> Objective:
+    """Return ``objective(model, x)`` for a method name in :data:`TOY_METHODS`.
+
+    Args:
+        method: ``"ml"``, ``"sml"``, ``"ssm"``, ``"dsm"`` or ``"fdssm"``.
+        **options: keyword arguments passed to the objective (e.g. ``sigma=0.1``).
+    """
+    if method not in TOY_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {TOY_METHODS}")
+    function = getattr(objectives, method)
+
+    def objective(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return function(model, x, **options)
+
+    return objective
+
+
+def train_toy(
+    target: object,
+    method: str,
+    seed: int = 0,
+    steps: int = 2000,
+    batch_size: int = 256,
+    n_train: int = 20_000,
+    settings: ToyMethod | None = None,
+    n_blocks: int = 4,
+    hidden: int = 64,
+    ema_decay: float | None = 0.99,
+    progress: bool = False,
+) -> tuple[EBFlow, History]:
+    """Train :func:`ebflow_lite.models.toy_flow` on samples of a 2-D density.
+
+    The training set is ``n_train`` draws of ``target.sample`` (for the smoothed toy
+    densities these already include the Gaussian smoothing noise). The model, the data
+    and the objective's randomness all follow ``seed``. With ``ema_decay`` the returned
+    model carries the exponential moving average of its parameters.
+
+    Args:
+        target: an object with ``sample(n, generator)``, e.g. ``ebflow_lite.data.toy("sine")``.
+        method: one of :data:`TOY_METHODS`.
+        seed: the run's seed.
+        steps: optimiser steps.
+        batch_size: samples per step.
+        n_train: size of the training set.
+        settings: learning rate, clip and objective options (default: from
+            :func:`default_toy_methods`).
+        n_blocks: blocks of the toy flow.
+        hidden: width of the couplings' conditioners.
+        ema_decay: EMA momentum (None: no EMA).
+        progress: show a progress bar.
+
+    Returns:
+        ``(model, history)``, the model in evaluation mode.
+    """
+    from ebflow_lite.ema import EMA
+    from ebflow_lite.models import toy_flow
+
+    if method not in TOY_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {TOY_METHODS}")
+    if n_train < batch_size:
+        raise ValueError(f"n_train ({n_train}) must be at least batch_size ({batch_size})")
+    settings = settings or default_toy_methods()[method]
+    generator = torch.Generator().manual_seed(seed)
+    data = target.sample(n_train, generator=generator)  # type: ignore[attr-defined]
+    model = toy_flow(dim=data.shape[1], n_blocks=n_blocks, hidden=hidden, seed=seed)
+    ema = EMA(model, decay=ema_decay) if ema_decay is not None else None
+    torch.manual_seed(seed)  # batches, projections and noise inside the objectives
+    history = fit(
+        model, toy_objective(method, **settings.options), data, steps=steps,
+        batch_size=batch_size, lr=settings.lr, grad_clip=settings.grad_clip, ema=ema,
+        progress=progress,
+    )
+    if ema is not None:
+        ema.copy_to(model)
+    return model.eval(), history
+
+
+def evaluate_toy(
+    target: object, model: nn.Module, n: int = 10_000, seed: int = 12345,
+) -> dict[str, float]:
+    """KL and Fisher divergences from the target to the model, on ``n`` fresh target samples.
+
+    ``KL = E_p[log p - log q]`` and ``D_F = 1/2 E_p ||grad log p - grad log q||^2`` with the
+    target's exact log-density and score (:func:`ebflow_lite.metrics.kl_divergence`,
+    :func:`ebflow_lite.metrics.fisher_divergence`). The same test samples are used for every
+    model (fixed ``seed``).
+    """
+    from ebflow_lite import metrics
+
+    kl = metrics.kl_divergence(target, model, n=n,
+                               generator=torch.Generator().manual_seed(seed))
+    fisher = metrics.fisher_divergence(target, model, n=n,
+                                       generator=torch.Generator().manual_seed(seed))
+    return {"kl": kl, "fisher": fisher}
+
+
+def gaussian_baseline(target: object, n: int = 20_000, seed: int = 0) -> EBFlow:
+    """The Gaussian fitted to target samples by moment matching, as a one-layer EBFlow.
+
+    ``u = W x + b`` with ``W = L^{-1}``, ``b = -L^{-1} mu``, ``Sigma = L L^T``: a single dense
+    (linear) layer, so its energy is ``||W x + b||^2 / 2 + const`` and
+    ``log Z = -log|det W|``. Among all Gaussians it minimises ``KL(p || q)``, so it is the
+    yardstick a trained flow has to beat.
+    """
+    x = target.sample(n, generator=torch.Generator().manual_seed(seed))  # type: ignore
+    x = x.double()
+    mean = x.mean(0)
+    chol = torch.linalg.cholesky(torch.cov(x.T))
+    layer = Dense(x.shape[1])
+    with torch.no_grad():
+        weight = torch.linalg.inv(chol)
+        layer.weight.copy_(weight.to(layer.weight))
+        layer.bias.copy_((-weight @ mean).to(layer.bias))  # type: ignore[union-attr]
+    return EBFlow([layer]).eval()
+
+
+@dataclass
+class ToyRun:
+    """One training run of the toy experiment and its scores."""
+
+    dataset: str
+    method: str
+    seed: int
+    kl: float
+    fisher: float
+    seconds: float
+    skipped_steps: int
+    model: EBFlow | None = None
+
+
+def run_toy_grid(
+    targets: dict[str, object],
+    methods: Sequence[str],
+    seeds: Iterable[int],
+    keep_models: bool = True,
+    eval_samples: int = 10_000,
+    **train_options: object,
+) -> list[ToyRun]:
+    """Train and evaluate every (dataset, method, seed); return the runs in that order.
+
+    Args:
+        targets: dataset name -> density object.
+        methods: method names from :data:`TOY_METHODS`.
+        seeds: run seeds.
+        keep_models: keep each trained model in the result (for plots).
+        eval_samples: test samples for :func:`evaluate_toy`.
+        **train_options: passed to :func:`train_toy` (``steps``, ``batch_size``, ...).
+    """
+    seeds = list(seeds)
+    runs = []
+    for name, target in targets.items():
+        for method in methods:
+            for seed in seeds:
+                start = time.perf_counter()
+                model, history = train_toy(target, method, seed=seed,
+                                           **train_options)  # type: ignore[arg-type]
+                scores = evaluate_toy(target, model, n=eval_samples)
+                runs.append(ToyRun(name, method, seed, scores["kl"], scores["fisher"],
+                                   time.perf_counter() - start, history.skipped,
+                                   model if keep_models else None))
+    return runs
+
+
+def summarize(runs: Sequence[ToyRun], metric: str, level: float = 0.95
+              ) -> dict[tuple[str, str], tuple[float, float]]:
+    """``(dataset, method) -> (mean, CI half-width)`` of a metric over seeds.
+
+    The half-width is NaN when there is a single seed.
+    """
+    from ebflow_lite.metrics import mean_confidence_interval
+
+    if metric not in ("kl", "fisher", "seconds"):
+        raise ValueError(f"metric must be 'kl', 'fisher' or 'seconds', got {metric!r}")
+    groups: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        groups.setdefault((run.dataset, run.method), []).append(getattr(run, metric))
+    table = {}
+    for key, values in groups.items():
+        if len(values) == 1:
+            table[key] = (values[0], math.nan)
+        else:
+            table[key] = mean_confidence_interval(values, level)
+    return table
+
+
+def markdown_table(summary: dict[tuple[str, str], tuple[float, float]],
+                   datasets: Sequence[str], methods: Sequence[str], digits: int = 3) -> str:
+    """Render :func:`summarize` output as a Markdown table, methods as rows."""
+    lines = ["| method | " + " | ".join(datasets) + " |",
+             "|---|" + "---|" * len(datasets)]
+    for method in methods:
+        cells = []
+        for name in datasets:
+            mean, half = summary[(name, method)]
+            cells.append(f"{mean:.{digits}f}" if math.isnan(half)
+                         else f"{mean:.{digits}f} ± {half:.{digits}f}")
+        lines.append(f"| {method.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "TOY_METHODS",
+    "ToyMethod",
+    "ToyRun",
+    "default_toy_methods",
+    "evaluate_toy",
+    "gaussian_baseline",
+    "markdown_table",
+    "run_toy_grid",
+    "summarize",
+    "toy_objective",
+    "train_toy",
+]
