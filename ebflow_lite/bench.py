@@ -344,6 +344,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["load_average_1_5_15min"] = [round(v, 2) for v in os.getloadavg()]
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -383,9 +385,11 @@ class BenchResult:
 
         medians = {obj: {str(d): statistics.median(v) for d, v in per.items()}
                    for obj, per in self.times.items()}
+        minima = {obj: {str(d): min(v) for d, v in per.items()}
+                  for obj, per in self.times.items()}
         return {
             "dims": self.dims, "objectives": self.objectives, "batch_size": self.batch_size,
-            "times": keyed(self.times), "median": medians,
+            "times": keyed(self.times), "median": medians, "min": minima,
             "matmul_times": keyed(self.matmul_times), "matmul_units": keyed(self.matmul_units),
             "machine": self.machine, "note": self.note,
         }
@@ -465,6 +469,8 @@ def run_benchmark(
                 result.matmul_times.setdefault(name, {})[d] = time_matmuls(
                     census, repeats, warmup, device, max_seconds)
         bar.close()
+        if hasattr(os, "getloadavg"):
+            result.machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     finally:
         torch.set_num_threads(old_threads)
     return result

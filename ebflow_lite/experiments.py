@@ -36,15 +36,21 @@ class ToyMethod:
     """How one method is trained on the toy densities.
 
     Attributes:
-        lr: Adam's learning rate.
+        lr: Adam's initial learning rate (decayed to zero by a cosine schedule).
         grad_clip: the gradient-norm clip (None: off).
         options: keyword arguments of the objective (``sigma`` for DSM, ``eps`` and
             ``n_slices`` for FDSSM, ``n_slices`` for SSM).
+        data_smoothing: None to train on samples of the target itself; else draw the
+            training set from the same toy set with this smoothing width (the target's
+            ``smoothing`` attribute and name are used). The paper trains DSM on (nearly)
+            raw points with ``sigma`` equal to the target's smoothing, so that DSM's own
+            noise is the smoothing and its optimum is the target.
     """
 
     lr: float
     grad_clip: float | None = 1.0
     options: dict = field(default_factory=dict)
+    data_smoothing: float | None = None
 
 
 def default_toy_methods(dsm_sigma: float = 0.1, fdssm_eps: float = 0.1) -> dict[str, ToyMethod]:
@@ -98,9 +104,11 @@ def train_toy(
     """Train :func:`ebflow_lite.models.toy_flow` on samples of a 2-D density.
 
     The training set is ``n_train`` draws of ``target.sample`` (for the smoothed toy
-    densities these already include the Gaussian smoothing noise). The model, the data
+    densities these already include the Gaussian smoothing noise), or of the same toy set
+    at another smoothing width when ``settings.data_smoothing`` is set. The model, the data
     and the objective's randomness all follow ``seed``. With ``ema_decay`` the returned
-    model carries the exponential moving average of its parameters.
+    model carries the exponential moving average of its parameters. The optimiser is Adam
+    with a cosine decay of the learning rate from ``settings.lr`` to zero over ``steps``.
 
     Args:
         target: an object with ``sample(n, generator)``, e.g. ``ebflow_lite.data.toy("sine")``.
@@ -128,14 +136,25 @@ def train_toy(
         raise ValueError(f"n_train ({n_train}) must be at least batch_size ({batch_size})")
     settings = settings or default_toy_methods()[method]
     generator = torch.Generator().manual_seed(seed)
-    data = target.sample(n_train, generator=generator)  # type: ignore[attr-defined]
+    source = target
+    if settings.data_smoothing is not None:
+        from ebflow_lite.data import toy
+
+        source = toy(target.name, smoothing=settings.data_smoothing)  # type: ignore
+    data = source.sample(n_train, generator=generator)  # type: ignore[attr-defined]
     model = toy_flow(dim=data.shape[1], n_blocks=n_blocks, hidden=hidden, seed=seed)
     ema = EMA(model, decay=ema_decay) if ema_decay is not None else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+
+    def cosine_decay(step: int, loss: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step / steps, 1.0)))
+
     torch.manual_seed(seed)  # batches, projections and noise inside the objectives
     history = fit(
         model, toy_objective(method, **settings.options), data, steps=steps,
-        batch_size=batch_size, lr=settings.lr, grad_clip=settings.grad_clip, ema=ema,
-        progress=progress,
+        batch_size=batch_size, optimizer=optimizer, grad_clip=settings.grad_clip, ema=ema,
+        progress=progress, callback=cosine_decay,
     )
     if ema is not None:
         ema.copy_to(model)

@@ -59,6 +59,9 @@ def bits_per_dim(nll_nats: float, dim: int) -> float:
 
 
 def _need(target: object, method: str, what: str) -> None:
+    if method != "sample" and not getattr(target, "has_density", True):
+        raise ValueError(f"{what} needs the target's exact density, but "
+                         f"{getattr(target, 'name', type(target).__name__)!r} has none")
     if not callable(getattr(target, method, None)):
         raise ValueError(f"{what} needs a target with a `{method}` method; "
                          f"{type(target).__name__} has none")

@@ -222,10 +222,11 @@ def metropolis_hastings(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> SamplerResult:
-    """Random-walk Metropolis: propose ``y = x + proposal_std * n``, accept w.p. ``min(1, e^{E(x)-E(y)})``.
+    """Random-walk Metropolis: propose ``y = x + proposal_std * n``, then accept or reject.
 
-    The proposal is symmetric, so only the energies enter the acceptance ratio; no gradient
-    is needed.
+    Each chain accepts with probability ``min(1, exp(E(x) - E(y)))``.
+
+    The proposal is symmetric, so only the energies enter the ratio; no gradient is needed.
 
     Args:
         model: a module with ``energy(x) -> (B,)``.

@@ -6,6 +6,7 @@ import copy
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():
+    # Without ipywidgets, tqdm.auto warns in notebooks and falls back to a text bar: fine.
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 Objective = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
@@ -155,7 +161,10 @@ def _gradient_is_finite(parameters: list[torch.Tensor]) -> bool:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return True
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if total_norm is None:
+        return all(bool(torch.isfinite(g).all()) for g in grads)
+    return bool(torch.isfinite(total_norm(grads)))
 
 
 def fit(

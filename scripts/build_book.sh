@@ -32,13 +32,20 @@ case "${EBFLOW_FAST:-}" in
     *) MODE=fast; export EBFLOW_FAST=1 ;;
 esac
 FLAGS=("$@")
-[[ ${#FLAGS[@]} -eq 0 ]] && FLAGS=(--html --pdf)
+if [[ ${#FLAGS[@]} -eq 0 ]]; then
+    # HTML first: it executes every notebook and, with --strict, stops at the first failing
+    # cell; the PDF then reuses the execution cache (mystmd runs exports before the site in
+    # a combined run, which would execute a failing notebook twice before failing).
+    STEPS=("--html" "--pdf")
+else
+    STEPS=("${FLAGS[*]}")
+fi
 
 "$PY" scripts/check_toc.py
 
 PDF_OUT=exports/ebflow-book.pdf    # the book-pdf export's output in myst.yml
 unset EBFLOW_BOOK_PDF
-for flag in "${FLAGS[@]}"; do
+for flag in ${STEPS[*]}; do
     # the HTML sidebar links the PDF, copied next to the pages below
     [[ "$flag" == "--pdf" || "$flag" == "--all" ]] && export EBFLOW_BOOK_PDF=ebflow-book.pdf
 done
@@ -90,9 +97,12 @@ PY
 export JUPYTER_BASE_URL="http://127.0.0.1:$PORT"
 export JUPYTER_TOKEN="$TOKEN"
 
-echo "build_book: $MODE mode; myst build ${FLAGS[*]} --execute --strict"
 START=$SECONDS
-myst build "${FLAGS[@]}" --execute --strict
+for step in "${STEPS[@]}"; do
+    echo "build_book: $MODE mode: myst build $step --execute --strict"
+    # shellcheck disable=SC2086  # a step may hold several flags
+    myst build $step --execute --strict
+done
 if [[ -n "${EBFLOW_BOOK_PDF:-}" ]]; then
     if [[ ! -f "$PDF_OUT" ]]; then
         echo "build_book: myst did not write $PDF_OUT" >&2

@@ -176,10 +176,15 @@ def test_slogdet_scaling_flags_flat_timings():
 
 
 def test_slogdet_scaling_flags_a_slope_that_ignores_the_timings():
-    _assert_hint(check.slogdet_scaling(solutions.time_slogdet, lambda d, s: 3.0)
-                 if False else check.slogdet_scaling(
-                     lambda dims, repeats: (list(dims), [float(d) ** 3 for d in dims]),
-                     solutions.loglog_slope), "outside")
+    _assert_hint(check.slogdet_scaling(solutions.time_slogdet, lambda dims, seconds: 3.0),
+                 "least-squares fit gives")
+
+
+def test_slogdet_scaling_flags_implausible_times():
+    def not_seconds(dims, repeats):
+        return list(dims), [float(d) ** 3 for d in dims]
+
+    _assert_hint(check.slogdet_scaling(not_seconds, solutions.loglog_slope), "in seconds")
 
 
 def test_slogdet_scaling_flags_wrong_dims():

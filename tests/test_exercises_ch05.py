@@ -151,8 +151,8 @@ def test_gradient_change_flags_unseeded_projections():
             loss = objectives.ssm(model, x, n_slices=1)
             found = torch.autograd.grad(loss, params, allow_unused=True)
             grads.append([torch.zeros_like(p) if g is None else g
-                          for p, g in zip(params, found)])
-        return max((a - b).abs().max().item() for a, b in zip(*grads))
+                          for p, g in zip(params, found, strict=True)])
+        return max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
 
     result = check.gradient_change(unseeded)
     assert not result and "manual_seed" in result.message

@@ -123,6 +123,20 @@ def test_divergences_need_the_right_target_methods() -> None:
         fisher_divergence(OnlySamples(), model)
 
 
+def test_divergences_of_an_untrained_toy_flow_on_a_toy_density() -> None:
+    from ebflow_lite.data import TOY_DENSITIES, toy
+    from ebflow_lite.models import toy_flow
+
+    name = "two_moons" if "two_moons" in TOY_DENSITIES else TOY_DENSITIES[0]
+    target = toy(name)
+    model = toy_flow(n_blocks=2, hidden=16, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    kl = kl_divergence(target, model, n=2000, generator=gen)
+    fisher = fisher_divergence(target, model, n=2000, generator=gen)
+    assert math.isfinite(kl) and kl > 0.1  # a standard-normal-like flow is far from the data
+    assert math.isfinite(fisher) and fisher > 0.1
+
+
 def test_data_space_score_goes_through_the_preprocessing() -> None:
     d = 3
     layers = [Dense(d, init="orthogonal"), SmoothLeakyReLU(0.3, dim=d), Dense(d)]

@@ -50,11 +50,15 @@ def test_fit_decreases_the_ml_loss_on_a_gaussian() -> None:
     assert sum(history.losses[-20:]) < sum(history.losses[:20])
 
 
-def _objective_with_bad_calls(bad_calls: set[int], kind: str):
+def _objective_with_bad_calls(bad_calls: set[int], kind: str, snapshots: list | None = None):
+    """ML, except on the given (1-based) calls: a NaN loss, or a finite loss with a NaN
+    gradient. ``snapshots`` receives the model's weights at the start of every call."""
     calls = {"n": 0}
 
     def objective(model: EBFlow, x: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
+        if snapshots is not None:
+            snapshots.append([p.detach().clone() for p in model.parameters()])
         loss = ml(model, x)
         if calls["n"] in bad_calls:
             if kind == "loss":
@@ -71,18 +75,22 @@ def _objective_with_bad_calls(bad_calls: set[int], kind: str):
 def test_non_finite_steps_are_skipped_and_counted(kind: str) -> None:
     data = gaussian_data()
     model = EBFlow([Dense(2), SmoothLeakyReLU(dim=2)])
-    seen: list[tuple[int, dict]] = []
-
-    def remember(step: int, loss: float) -> None:
-        seen.append((step, {k: v.clone() for k, v in model.state_dict().items()}))
-
-    objective = _objective_with_bad_calls({3, 4, 9}, kind)
-    history = fit(model, objective, data, steps=10, lr=0.01, progress=False, callback=remember)
+    steps_seen: list[int] = []
+    snapshots: list[list[torch.Tensor]] = []
+    bad = {3, 4, 9}
+    objective = _objective_with_bad_calls(bad, kind, snapshots)
+    history = fit(model, objective, data, steps=10, lr=0.01, progress=False,
+                  callback=lambda step, loss: steps_seen.append(step))
     assert history.skipped == 3
     assert history.step == 10 and len(history.losses) == 10
     assert all(math.isfinite(v) for v in history.losses)
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    assert [step for step, _ in seen] == list(range(1, 11))
+    assert steps_seen == list(range(1, 11))
+    assert len(snapshots) == 13
+    for call in range(1, 13):  # between call k and call k + 1, an update iff k was good
+        unchanged = all(torch.equal(a, b) for a, b in
+                        zip(snapshots[call - 1], snapshots[call], strict=True))
+        assert unchanged is (call in bad), call
 
 
 def test_twenty_bad_steps_in_a_row_raise() -> None:

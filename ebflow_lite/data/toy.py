@@ -180,13 +180,13 @@ class Sine(_CurveMixture):
         nodes, weights = gauss_legendre(-2.0, 2.0, _count(n_panels, "n_panels"))
         self._set_nodes(nodes, np.log(weights / 4.0))
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         t = 4.0 * _uniform(n, generator) - 2.0
         x = 4.0 * t
         y = 4.0 * (torch.sin(3.0 * t) + 0.25 * _normal(n, generator))
         return torch.stack([x, y], 1) + self.smoothing * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         t, log_w = self._nodes(x.dtype, x.device)
         lx = _log_normal_1d(x[:, :1], 4.0 * t, self.smoothing)
         ly = _log_normal_1d(x[:, 1:], 4.0 * torch.sin(3.0 * t), self.y_std)
@@ -216,7 +216,7 @@ class Swirl(_CurveMixture):
         nodes, weights = gauss_legendre(0.0, self._r_max, _count(n_panels, "n_panels"))
         self._set_nodes(nodes, np.log(weights * 2.0 * nodes / self._r_max**2))
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         r = torch.sqrt(_uniform(n, generator)) * self._r_max
         a = 0.5 * _uniform(n, generator)
         b = 0.5 * _uniform(n, generator)
@@ -224,7 +224,7 @@ class Swirl(_CurveMixture):
         y = self._scale * (-r * torch.sin(r) + 2.0 - b)
         return torch.stack([x, y], 1) + self.smoothing * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         r, log_w = self._nodes(x.dtype, x.device)
         c, s = self._scale, self.smoothing
         # x - c (r cos r + 1) = -c a + noise, with -c a uniform on (-c/2, 0]
@@ -259,13 +259,13 @@ class Checkerboard(ToyDensity):
                 squares.append((3.0 * col, 3.0 * row))
         self.squares = tuple(squares)
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         x1 = 4.0 * _uniform(n, generator) - 2.0
         flip = (_uniform(n, generator) < 0.5).to(torch.float64)
         x2 = _uniform(n, generator) - 2.0 * flip + torch.remainder(torch.floor(x1), 2.0)
         return 3.0 * torch.stack([x1, x2], 1) + self.smoothing * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         s = self.smoothing
         terms = [
             log_box_blur(x[:, 0], lo1, lo1 + 3.0, s) + log_box_blur(x[:, 1], lo2, lo2 + 3.0, s)
@@ -299,14 +299,14 @@ class TwoMoons(_CurveMixture):
     def _upper(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return 3.0 * (torch.cos(t) - 0.5), 3.0 * (torch.sin(t) - 0.25)
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         t = math.pi * _uniform(n, generator)
         sign = 1.0 - 2.0 * (_uniform(n, generator) < 0.5).to(torch.float64)
         cx, cy = self._upper(t)
         points = sign.unsqueeze(1) * torch.stack([cx, cy], 1)
         return points + self.smoothing * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         t, log_w = self._nodes(x.dtype, x.device)
         cx, cy = self._upper(t)
         s = self.smoothing
@@ -340,14 +340,14 @@ class Rings(ToyDensity):
         self.radii = tuple(float(r) for r in radii)
         self.smoothing = _positive(smoothing, "smoothing")
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         which = torch.randint(len(self.radii), (n,), generator=generator)
         r = torch.tensor(self.radii, dtype=torch.float64)[which]
         theta = 2.0 * math.pi * _uniform(n, generator)
         points = r.unsqueeze(1) * torch.stack([torch.cos(theta), torch.sin(theta)], 1)
         return points + self.smoothing * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         s2 = self.smoothing**2
         rho = torch.sqrt((x**2).sum(1, keepdim=True) + torch.finfo(x.dtype).tiny)
         r = torch.tensor(self.radii, dtype=x.dtype, device=x.device)
@@ -376,11 +376,11 @@ class GaussianMixture(ToyDensity):
         angles = 2.0 * math.pi * torch.arange(self.n_modes, dtype=torch.float64) / self.n_modes
         self.means = self.radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         which = torch.randint(self.n_modes, (n,), generator=generator)
         return self.means[which] + self.std * _normal(n, generator, 2)
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         means = self.means.to(dtype=x.dtype, device=x.device)
         sq = ((x.unsqueeze(1) - means) ** 2).sum(-1)
         log_comp = -0.5 * sq / self.std**2 - 2.0 * math.log(self.std) - _LOG_2PI
@@ -399,7 +399,11 @@ class CorrelatedGaussian(ToyDensity):
     xlim = (-6.0, 7.0)
     ylim = (-6.5, 5.5)
 
-    def __init__(self, mean=(0.5, -0.5), cov=((2.0, 1.2), (1.2, 1.5))) -> None:
+    def __init__(
+        self,
+        mean: tuple[float, float] = (0.5, -0.5),
+        cov: tuple[tuple[float, float], tuple[float, float]] = ((2.0, 1.2), (1.2, 1.5)),
+    ) -> None:
         self.mean = torch.as_tensor(mean, dtype=torch.float64)
         self.cov = torch.as_tensor(cov, dtype=torch.float64)
         if self.mean.shape != (2,) or self.cov.shape != (2, 2):
@@ -413,10 +417,10 @@ class CorrelatedGaussian(ToyDensity):
         self.precision = torch.linalg.inv(self.cov)
         self._log_norm = -_LOG_2PI - torch.log(torch.diagonal(chol)).sum().item()
 
-    def _sample(self, n, generator):
+    def _sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return self.mean + _normal(n, generator, 2) @ self._chol.T
 
-    def _log_prob(self, x):
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
         d = x - self.mean.to(x)
         return -0.5 * ((d @ self.precision.to(x)) * d).sum(1) + self._log_norm
 

@@ -130,9 +130,11 @@ def planar_forward(
         value = _as_batch_values(logdet, x.shape[0], "logdet")
         if isinstance(value, CheckResult):
             return value
+        def planar_map(v: torch.Tensor, u_hat=u_hat, w=w, b=b) -> torch.Tensor:
+            return _planar_map(v, u_hat, w, b)
+
         autograd_logdet = torch.stack([
-            torch.linalg.slogdet(jacobian(lambda v: _planar_map(v, u_hat, w, b), x[i]))[1]
-            for i in range(x.shape[0])
+            torch.linalg.slogdet(jacobian(planar_map, x[i]))[1] for i in range(x.shape[0])
         ])
         if not torch.allclose(autograd_logdet, logdet_ref.detach(), rtol=1e-9, atol=1e-9):
             raise RuntimeError("internal: ebflow_lite.layers.Planar disagrees with autograd")

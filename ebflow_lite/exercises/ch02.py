@@ -225,6 +225,10 @@ def slogdet_scaling(
                 return failed(f"return the dims you were given, {list(TIMING_DIMS)}, got {dims}")
             if len(seconds) != len(dims) or not all(s > 0 and math.isfinite(s) for s in seconds):
                 return failed("return one positive time in seconds per dimension")
+            if max(seconds) > 60.0:
+                return failed(f"a slogdet of a {max(dims)} x {max(dims)} matrix takes well under "
+                              f"a minute, but you report {max(seconds):.3g}: return times in "
+                              "seconds, as measured by time.perf_counter().")
             slope = float(loglog_slope(dims, seconds))
             if abs(slope - _least_squares_slope(dims, seconds)) > 1e-6:
                 return failed("your slope is not the least-squares slope of your own timings")

@@ -206,8 +206,9 @@ def _reference_change(flow: EBFlow, x: torch.Tensor, shift: Callable, seed: int)
         torch.manual_seed(seed)
         loss = objectives.ssm(model, x, n_slices=1)
         found = torch.autograd.grad(loss, params, allow_unused=True)
-        grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, found)])
-    return max((a - b).abs().max().item() for a, b in zip(*grads))
+        grads.append([torch.zeros_like(p) if g is None else g
+                      for p, g in zip(params, found, strict=True)])
+    return max((a - b).abs().max().item() for a, b in zip(*grads, strict=True))
 
 
 @checker

@@ -52,11 +52,16 @@ class SmoothLeakyReLU(FlowLayer):
         # f(x) >= max(x, a x), so this start lies right of the root; Newton then descends
         # monotonically onto it because f is convex and increasing.
         x = torch.where(y >= 0, y, y / a)
+        if x.numel() == 0:
+            return x
+        # Stop at a relative step of ``tol``, or of a few ulps where the dtype cannot do better
+        # (float32 Newton steps dither at about one ulp and would otherwise run every iteration).
+        limit = max(tol, 4.0 * torch.finfo(y.dtype).eps)
         for _ in range(iterations):
             fx = a * x + (1.0 - a) * nn.functional.softplus(x) - y
             step = fx / (a + (1.0 - a) * torch.sigmoid(x))
             x = x - step
-            if bool(step.abs().max() < tol):
+            if bool((step.abs() / (1.0 + x.abs())).max() <= limit):
                 break
         return x
 

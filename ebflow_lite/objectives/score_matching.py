@@ -169,9 +169,9 @@ def ssm(
     ``torch.func.grad``, or dual numbers from ``torch.autograd.forward_ad``) gives the same
     numbers but measured 1.4x slower per training step on the CPU (FC flow
     Dense-SmoothLeakyReLU-Dense, batch 100: at D=1024 73 ms vs 52 ms, at D=4096 6.4 s vs
-    5.5 s), so the double backward is used. A training step then costs about 2x a
-    :func:`dsm` step: twice the matrix products (the extra pass through the layers and its
-    parameter gradient).
+    5.5 s), so the double backward is used. A training step then costs 1.6x to 1.9x a
+    :func:`dsm` step (same measurements): it needs about twice the matrix products (23 vs
+    12 for that flow: the Hessian-vector pass and its parameter gradient).
 
     Args:
         model: a module with ``energy(z) -> (B,)``.

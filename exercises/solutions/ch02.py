@@ -11,7 +11,7 @@ import torch
 
 
 def composed_log_prob(layers: Sequence[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``log p(x) = log N(g(x); 0, I) + sum_i log|det J_i(x_{i-1})|`` for ``g = g_L o ... o g_1``."""
+    """``log p(x) = log N(g(x); 0, I) + sum_i log|det J_i(x_{i-1})|``, ``g = g_L o ... o g_1``."""
     h = x
     total_log_det = torch.zeros(x.shape[0], dtype=x.dtype)
     for layer in layers:

@@ -59,5 +59,5 @@ def gradient_change(flow: nn.Module, x: torch.Tensor, shift, seed: int) -> float
         loss = objectives.ssm(model, x, n_slices=1)
         found = torch.autograd.grad(loss, params, allow_unused=True)
         gradients.append([torch.zeros_like(p) if g is None else g
-                          for p, g in zip(params, found)])
-    return max((a - b).abs().max().item() for a, b in zip(*gradients))
+                          for p, g in zip(params, found, strict=True)])
+    return max((a - b).abs().max().item() for a, b in zip(*gradients, strict=True))
