@@ -341,6 +341,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)

@@ -242,7 +242,9 @@ def fit(
             loss = objective(model, batch)
             finite = math.isfinite(float(loss.detach()))
             if finite:
-                loss.backward()
+                # Only the parameters' gradients: score-matching losses also depend on the
+                # batch (made differentiable inside the objective), and its gradient is waste.
+                loss.backward(inputs=parameters)
                 finite = _gradient_is_finite(parameters)
             if not finite:
                 history.skipped += 1

@@ -97,6 +97,7 @@ PY
 export JUPYTER_BASE_URL="http://127.0.0.1:$PORT"
 export JUPYTER_TOKEN="$TOKEN"
 
+[[ -n "${EBFLOW_BOOK_PDF:-}" ]] && rm -f "$PDF_OUT"   # mystmd exits 0 when typst fails
 START=$SECONDS
 for step in "${STEPS[@]}"; do
     echo "build_book: $MODE mode: myst build $step --execute --strict"

@@ -93,7 +93,7 @@ class PageRenderer:
         if method is None:
             if kind not in PageRenderer.unknown_types:
                 warn(f"unknown node type '{kind}' on page '{self.entry.slug}': "
-                     "rendering its children")
+                     "rendering its content")
             PageRenderer.unknown_types.add(kind)
             html = self.node_span(node) if "children" in node else escape(node.get("value", ""))
         else:

@@ -7,8 +7,8 @@ import math
 import torch
 
 # The two densities of exercise 3: products of Beta densities on the unit square.
-P_PARAMS = ((3.0, 5.0), (4.0, 3.0))
-Q_PARAMS = ((6.0, 4.0), (3.0, 3.0))
+P_PARAMS = ((5.0, 9.0), (9.0, 5.0))
+Q_PARAMS = ((7.0, 9.0), (9.0, 7.0))
 
 
 def logit_logdet(x: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
