@@ -7,7 +7,8 @@
 #   VENV=path      the virtual environment to use (default: .venv)
 #
 # What it does, and why (measured facts in the project's tooling notes):
-# * checks that the toc and the PDF article list in myst.yml agree and that every file exists;
+# * checks that the toc and the PDF article list in myst.yml agree and that every file exists,
+#   and that no source holds a pattern mystmd renders wrongly (scripts/check_book_sources.py);
 # * clears mystmd's execution cache (_build/execute, keyed on code only) when the run mode
 #   differs from the last build's, so switching FAST <-> full really re-executes;
 # * starts its own jupyter_server (mystmd would start one and leak it), with the venv on PATH
@@ -42,6 +43,7 @@ else
 fi
 
 "$PY" scripts/check_toc.py
+"$PY" scripts/check_book_sources.py   # math/markup that mystmd would break, with file:line
 
 PDF_OUT=exports/ebflow-book.pdf    # the book-pdf export's output in myst.yml
 unset EBFLOW_BOOK_PDF
