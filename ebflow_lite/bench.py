@@ -26,8 +26,9 @@ Write one *unit* for a product of a ``B x D`` by a ``D x D`` matrix, or of a ``D
   back through the score graph: ``W_1 v`` (1), ``W_2 (.)`` (1), ``W_2^T (.)`` (1),
   ``W_1^T (.)`` (1): **4** units.
 * parameter backward: every product node ``Y = X W^T`` on the path to the loss needs
-  ``dL/dW`` (1 unit) and, when ``X`` depends on the parameters or is a leaf that requires a
-  gradient, ``dL/dX`` (1 unit).
+  ``dL/dW`` (1 unit) and, when ``X`` depends on the parameters, ``dL/dX`` (1 unit). Like
+  :func:`ebflow_lite.fit`, a step asks for the parameters' gradients only
+  (``loss.backward(inputs=params)``), so no product is spent on the batch's gradient.
 
 Per objective this gives (``derived_matmul_units``; :func:`op_census` counts the products
 the step really dispatches, and ``tests/test_bench.py`` checks they agree):
@@ -35,10 +36,10 @@ the step really dispatches, and ``tests/test_bench.py`` checks they agree):
 * ``ml``: 2 forward + 3 backward (``dW_2, dh, dW_1``) = **5**, plus per dense layer one
   ``slogdet`` (an LU factorisation, ``2/3 D^3`` flops) and in the backward
   ``d log|det W| / dW = W^{-T}`` (an LU solve with D right-hand sides, ``2 D^3``).
-* ``dsm``: 2 forward + 2 score + 8 backward (four product nodes, two gradients each; the
-  noisy input is a leaf that requires a gradient) = **12**.
-* ``ssm``: 2 + 2 + 4 (HVP) + 15 backward (eight nodes, two gradients each, except the first
-  HVP product ``W_1 v`` whose input ``v`` is a constant) = **23**: about twice DSM.
+* ``dsm``: 2 forward + 2 score + 7 backward (four product nodes, two gradients each, except
+  the first forward product, whose input is the noisy batch) = **11**.
+* ``ssm``: 2 + 2 + 4 (HVP) + 14 backward (eight nodes, two gradients each, except those
+  whose input is the batch or the constant probe ``v``) = **22**: about twice DSM.
 * ``fdssm``: one forward on ``3B`` rows (``x, x + v, x - v``) = 6, backward ``dW_1`` (3),
   ``dh`` (3), ``dW_2`` (3) = **15**.
 * ``sml``: forward on ``2B`` rows (data and model samples) = 4, backward 6 = **10**, plus
@@ -82,7 +83,7 @@ DEFAULT_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 
 #: Matrix-product units (``2 B D^2`` flops each) per training step, derived in the module
 #: docstring for the FC model with two dense layers.
-DERIVED_MATMUL_UNITS = {"ml": 5, "ml-lu": 11, "dsm": 12, "ssm": 23, "fdssm": 15, "sml": 10}
+DERIVED_MATMUL_UNITS = {"ml": 5, "ml-lu": 11, "dsm": 11, "ssm": 22, "fdssm": 15, "sml": 10}
 
 #: aten operators that factorise or invert a D x D matrix: O(D^3) each.
 CUBIC_OPS = frozenset({
@@ -186,10 +187,13 @@ def make_training_step(
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4)
     model.train()
 
+    params = [p for p in model.parameters() if p.requires_grad]
+
     def step() -> float:
+        # As ebflow_lite.fit does: gradients for the parameters only, not for the batch.
         optimizer.zero_grad(set_to_none=True)
         loss = objective(model, x)
-        loss.backward()
+        loss.backward(inputs=params)
         optimizer.step()
         return float(loss.detach())
 

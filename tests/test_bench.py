@@ -47,7 +47,7 @@ def test_predicted_crossover_solves_the_flop_model() -> None:
 
 def test_ssm_costs_about_twice_dsm_in_matrix_products() -> None:
     ratio = DERIVED_MATMUL_UNITS["ssm"] / DERIVED_MATMUL_UNITS["dsm"]
-    assert 1.8 < ratio < 2.0
+    assert 1.8 < ratio <= 2.0
 
 
 def test_time_callable_counts_and_caps() -> None:

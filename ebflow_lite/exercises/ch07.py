@@ -20,14 +20,16 @@ from ebflow_lite.exercises import CheckResult, checker, failed, passed
 _FLOP_OBJECTIVES = ("ml", "dsm", "ssm", "fdssm")
 
 _UNIT_HINTS = {
-    ("ssm", 24): "SSM: the first product of the Hessian-vector pass multiplies the random "
-                 "direction v, a constant: its backward needs a weight gradient only.",
+    ("ssm", 24): "SSM: a step asks for the parameters' gradients only: neither the batch x "
+                 "nor the constant random direction v gets an input gradient.",
+    ("ssm", 23): "SSM: a step asks for the parameters' gradients only: the products whose "
+                 "input is the batch x or the constant direction v need a weight gradient only.",
     ("ssm", 16): "SSM: the parameter backward also runs through the four products of the "
                  "Hessian-vector pass, not only through the forward and score products.",
     ("ssm", 19): "SSM: count the parameter backward through every product node, including "
-                 "the Hessian-vector pass (15 units in all).",
-    ("dsm", 11): "DSM: the noisy input is a leaf that requires a gradient, so backward also "
-                 "computes dL/dx for the first product.",
+                 "the Hessian-vector pass (14 units in all).",
+    ("dsm", 12): "DSM: a step asks for the parameters' gradients only, so the first product, "
+                 "whose input is the noisy batch, needs no input gradient.",
     ("dsm", 8): "DSM: the loss depends on the parameters through the score's products too: "
                 "their parameter backward costs two units each.",
     ("fdssm", 5): "FDSSM evaluates the energy on 3B rows (x, x + v, x - v) in one batch.",
@@ -68,7 +70,7 @@ def matmul_flops(fn: Callable[[str, int, int], float]) -> CheckResult:
             expected = bench.op_census(name, dim, batch).matmul_flops
             if not math.isclose(got, expected, rel_tol=1e-9):
                 return failed(_hint_for(name, float(got), unit, float(expected)))
-    return passed("your counts match the matrix products PyTorch runs (ML 5, DSM 12, SSM 23, "
+    return passed("your counts match the matrix products PyTorch runs (ML 5, DSM 11, SSM 22, "
                   "FDSSM 15 units of 2 B D^2 flops).")
 
 

@@ -12,8 +12,8 @@ from ebflow_lite import bench
 # One unit: a (B x D) @ (D x D) product, or a (D x B) @ (B x D) weight gradient.
 _UNITS = {
     "ml": 2 + 3,            # forward; dW2, dh, dW1 (x is a constant)
-    "dsm": 2 + 2 + 8,       # forward; score; four product nodes x two gradients
-    "ssm": 2 + 2 + 4 + 15,  # forward; score; HVP; eight nodes x two, minus dv
+    "dsm": 2 + 2 + 7,       # forward; score; four product nodes x two gradients, minus dx
+    "ssm": 2 + 2 + 4 + 14,  # forward; score; HVP; eight nodes x two, minus dx and dv
     "fdssm": 3 * 2 + 3 * 3,  # forward on 3B rows; dW1, dh, dW2 on 3B rows
 }
 
