@@ -468,3 +468,22 @@ def test_sample_rejects_bad_arguments() -> None:
         flow_2d().sample(0)
     with pytest.raises(ValueError, match="declares its feature dimension"):
         EBFlow([SmoothLeakyReLU()]).sample(3)
+
+
+def test_actnorm_on_either_side_of_the_split_gives_the_same_density() -> None:
+    """ActNorm in log Z (in_energy=False) or in E (True): same log p and score; E and log Z
+    move by the constant sum(log_scale) in opposite directions."""
+    dim = 3
+    torch.manual_seed(3)
+    in_z = _actnorm(dim, in_energy=False).double()
+    in_e = ActNorm(dim, in_energy=True).double()
+    in_e.load_state_dict(in_z.state_dict())
+    coupling = _coupling(dim, 0).double()
+    a = EBFlow([in_z, coupling]).eval()
+    b = EBFlow([in_e, coupling]).eval()
+    x = torch.randn(7, dim, dtype=torch.float64)
+    torch.testing.assert_close(a.log_prob(x), b.log_prob(x))
+    torch.testing.assert_close(a.score(x), b.score(x))
+    shift = in_z.log_scale.detach().sum()
+    torch.testing.assert_close(a.energy(x) - b.energy(x), shift.expand(7))
+    torch.testing.assert_close(b.log_z() - a.log_z(), shift)
