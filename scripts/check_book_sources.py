@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from book_toc import load_config, toc_files
 
 SIZED_DELIMITER = re.compile(
     r"\\(?:big|Big|bigg|Bigg)[lrm]?\s*\\(?!lfloor|rfloor|lceil|rceil)([a-zA-Z]+)")
@@ -35,14 +35,6 @@ CLOSING_FENCE = re.compile(r"^(`{3,}|~{3,})\s*$")
 DOLLAR = re.compile(r"(?<!\\)\$")
 DROPDOWN = re.compile(r"^:{3,}\s*\{(dropdown|admonition)\}")
 
-
-def toc_files(entries: list[dict]) -> list[str]:
-    files: list[str] = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        files.extend(toc_files(entry.get("children", [])))
-    return files
 
 
 def check_file(path: Path) -> tuple[list[str], list[str]]:
@@ -100,7 +92,7 @@ def main(argv: list[str]) -> int:
     if argv:
         files = [Path(name) for name in argv]
     else:
-        config = yaml.safe_load(Path("myst.yml").read_text(encoding="utf-8"))
+        config = load_config("myst.yml")
         files = [Path(name) for name in toc_files(config["project"]["toc"])]
     all_errors: list[str] = []
     for path in files:

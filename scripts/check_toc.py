@@ -13,23 +13,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
-
-def toc_files(entries: list[dict]) -> list[str]:
-    """Files of a mystmd toc, depth first, in reading order."""
-    files: list[str] = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        files.extend(toc_files(entry.get("children", [])))
-    return files
+from book_toc import load_config, toc_files
 
 
 def main(config_path: str = "myst.yml") -> int:
     config_file = Path(config_path)
     root = config_file.parent
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config = load_config(config_file)
     project = config["project"]
     toc = toc_files(project["toc"])
     problems = [f"listed in the toc but missing: {name}" for name in toc

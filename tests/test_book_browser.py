@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +39,10 @@ import yaml
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from book_toc import load_config, toc_files  # noqa: E402
+
 HTML_DIR = ROOT / "_build" / "html"
 SCREENSHOT_DIR = ROOT / "_build" / "screenshots"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -68,14 +73,6 @@ PAGE_PROBE_JS = r"""
 })()
 """
 
-
-def toc_files(entries: list[dict]) -> list[str]:
-    files: list[str] = []
-    for entry in entries:
-        if "file" in entry:
-            files.append(entry["file"])
-        files.extend(toc_files(entry.get("children", [])))
-    return files
 
 
 def front_matter(path: Path) -> dict:
@@ -227,7 +224,7 @@ def pages(site_url, browser) -> dict[str, dict]:
 
 
 def test_sidebar_lists_every_toc_file(pages):
-    config = yaml.safe_load((ROOT / "myst.yml").read_text(encoding="utf-8"))
+    config = load_config(ROOT / "myst.yml")
     files = toc_files(config["project"]["toc"])
     sidebar = pages["index.html"]["sidebar"]
     assert len(sidebar) == len(files), (
