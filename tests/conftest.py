@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import ebflow_lite
+
+# The exercises' reference solutions live in exercises/solutions (imported as `solutions`).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "exercises"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from solutions import ch02 as solutions
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exercises"))
-
-from solutions import ch02 as solutions  # noqa: E402
-
-from ebflow_lite.exercises import ch02 as check  # noqa: E402
+from ebflow_lite.exercises import ch02 as check
 
 
 def stub(*args, **kwargs):

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from solutions import ch06 as solutions
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exercises"))
-
-from solutions import ch06 as solutions  # noqa: E402
-
-from ebflow_lite.exercises import ch06 as check  # noqa: E402
+from ebflow_lite.exercises import ch06 as check
 
 
 def stub(*args, **kwargs):

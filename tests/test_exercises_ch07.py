@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exercises"))
+from solutions import ch07 as ref
 
-from solutions import ch07 as ref  # noqa: E402
-
-from ebflow_lite.exercises import ch07 as check  # noqa: E402
+from ebflow_lite.exercises import ch07 as check
 
 
 def _stub(*args, **kwargs):
