@@ -33,3 +33,29 @@ def batch_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) 
             for i in range(y.shape[1])
         ]
     return torch.stack(rows, dim=1)
+
+
+def energy_and_grad(
+    model: object, x: torch.Tensor, create_graph: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E(x), grad_x E(x))`` for a model with ``energy(x) -> (B,)``.
+
+    With ``create_graph=False`` (samplers, scores) both results are detached. With
+    ``create_graph=True`` (score-matching objectives) the graph is kept, so the gradient can
+    be differentiated again; pass an ``x`` that already requires grad to take that second
+    derivative with respect to the same tensor.
+
+    Raises:
+        ValueError: the energy does not have shape ``(B,)``.
+    """
+    with torch.enable_grad():
+        x = x if x.requires_grad else x.detach().requires_grad_(True)
+        energy = model.energy(x)  # type: ignore[attr-defined]
+        if not isinstance(energy, torch.Tensor) or energy.shape != (x.shape[0],):
+            shape = tuple(energy.shape) if isinstance(energy, torch.Tensor) else type(energy)
+            raise ValueError(
+                f"energy must return a tensor of shape ({x.shape[0]},), one value per "
+                f"sample, got {shape}"
+            )
+        (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+    return (energy if create_graph else energy.detach()), grad

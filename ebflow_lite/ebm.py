@@ -7,14 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ebflow_lite.autodiff import energy_and_grad
 from ebflow_lite.validation import check_batch
-
-
-def _score_by_autograd(module: nn.Module, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    with torch.enable_grad():
-        x = x if x.requires_grad else x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(module.energy(x).sum(), x, create_graph=create_graph)
-    return -grad
 
 
 class MLPEnergy(nn.Module):
@@ -66,7 +60,7 @@ class MLPEnergy(nn.Module):
 
     def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """``-grad_x E(x)`` by autograd, shape like ``x``."""
-        return _score_by_autograd(self, x, create_graph)
+        return -energy_and_grad(self, x, create_graph=create_graph)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Alias of :meth:`energy`."""

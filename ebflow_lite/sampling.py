@@ -2,8 +2,9 @@
 
 Every sampler works in *model space*, the variable ``E`` is defined on (for an
 :class:`ebflow_lite.EBFlow` with preprocessing, the preprocessed variable), runs ``B``
-independent chains in parallel from ``x0`` of shape ``(B, D)``, never touches the model's
-parameter gradients, and is deterministic given a ``torch.Generator``.
+independent chains in parallel from ``x0`` of shape ``(B, *event_shape)`` (vectors or
+images), never touches the model's parameter gradients, and is deterministic given a
+``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ebflow_lite.validation import check_batch
+from ebflow_lite.autodiff import energy_and_grad
+from ebflow_lite.draws import draw
+from ebflow_lite.validation import check_batch, model_event_shape
 
 
 @dataclass
@@ -24,8 +27,8 @@ class SamplerResult:
     """What a sampler returns.
 
     Attributes:
-        samples: the final state of every chain, shape ``(B, D)``.
-        trace: the states every ``thin`` steps, shape ``(n_kept, B, D)`` starting with
+        samples: the final state of every chain, shape ``(B, *event_shape)``.
+        trace: the states every ``thin`` steps, shape ``(n_kept, B, *event_shape)`` starting with
             ``x0`` (``n_steps // thin + 1`` rows), or None unless ``keep_trace=True``.
         acceptance_rate: the fraction of accepted proposals over all chains and steps
             (None for the unadjusted Langevin algorithm, which accepts everything).
@@ -41,9 +44,7 @@ def _check_common(
 ) -> None:
     if not callable(getattr(model, "energy", None)):
         raise ValueError(f"{where}: the model must have an energy(x) method")
-    check_batch(x0, getattr(model, "dim", None), where=where)
-    if x0.dim() != 2:
-        raise ValueError(f"{where}: x0 must have shape (B, D), got {tuple(x0.shape)}")
+    check_batch(x0, model_event_shape(model), where=where)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
         raise ValueError(f"{where}: n_steps must be an int >= 0, got {n_steps!r}")
     if isinstance(thin, bool) or not isinstance(thin, int) or thin < 1:
@@ -58,27 +59,27 @@ def _check_step(value: float, name: str, where: str) -> float:
     return float(value)
 
 
-def _normal(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None):
-    device = like.device if generator is None else generator.device
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return draw("normal", like.shape, like=like, generator=generator)
 
 
-def _uniform(n: int, like: torch.Tensor, generator: torch.Generator | None):
-    device = like.device if generator is None else generator.device
-    return torch.rand(n, generator=generator, dtype=like.dtype, device=device).to(like.device)
+def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return draw("uniform", (like.shape[0],), like=like, generator=generator)
 
 
 def _energy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model.energy(x)
-
-
-def _energy_and_grad(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
         energy = model.energy(x)
-        (grad,) = torch.autograd.grad(energy.sum(), x)
-    return energy.detach(), grad
+    if not isinstance(energy, torch.Tensor) or energy.shape != (x.shape[0],):
+        raise ValueError(
+            f"energy must return a tensor of shape ({x.shape[0]},), one value per sample"
+        )
+    return energy
+
+
+def _per_chain(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``(B,)`` mask viewed so that it broadcasts over one chain's state."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _run(
@@ -100,7 +101,8 @@ def _run(
         if keep_trace and (t + 1) % thin == 0:
             kept.append(x.clone())
     trace = torch.stack(kept) if keep_trace else None
-    return SamplerResult(samples=x, trace=trace, acceptance_rate=accepted / max(n_steps, 1))
+    rate = accepted / n_steps if n_steps > 0 else None
+    return SamplerResult(samples=x, trace=trace, acceptance_rate=rate)
 
 
 def langevin(
@@ -122,7 +124,7 @@ def langevin(
 
     Args:
         model: a module with ``energy(x) -> (B,)``.
-        x0: the starting points, shape ``(B, D)`` (one chain each).
+        x0: the starting points, shape ``(B, *event_shape)`` (one chain each).
         step_size: ``h > 0``.
         n_steps: the number of steps (>= 0).
         noise: add the Gaussian noise (False gives gradient descent on E).
@@ -143,10 +145,10 @@ def langevin(
     scale = math.sqrt(2.0 * h)
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        _, grad = _energy_and_grad(model, x)
+        _, grad = energy_and_grad(model, x)
         x = x - h * grad
         if noise:
-            x = x + scale * _normal(x.shape, x, generator)
+            x = x + scale * _normal(x, generator)
         return x, None
 
     result = _run(x0, n_steps, step, keep_trace, thin, progress, "langevin")
@@ -173,7 +175,7 @@ def mala(
 
     Args:
         model: a module with ``energy(x) -> (B,)``.
-        x0: the starting points, shape ``(B, D)``.
+        x0: the starting points, shape ``(B, *event_shape)``.
         step_size: ``h > 0``.
         n_steps: the number of steps (>= 0).
         keep_trace: also return the states every ``thin`` steps.
@@ -193,18 +195,18 @@ def mala(
     state: dict[str, torch.Tensor] = {}
 
     def log_q(to: torch.Tensor, frm: torch.Tensor, grad_frm: torch.Tensor) -> torch.Tensor:
-        return -((to - frm + h * grad_frm) ** 2).sum(1) / (4.0 * h)
+        return -((to - frm + h * grad_frm) ** 2).flatten(1).sum(1) / (4.0 * h)
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if "energy" not in state:
-            state["energy"], state["grad"] = _energy_and_grad(model, x)
+            state["energy"], state["grad"] = energy_and_grad(model, x)
         e_x, g_x = state["energy"], state["grad"]
-        y = x - h * g_x + scale * _normal(x.shape, x, generator)
-        e_y, g_y = _energy_and_grad(model, y)
+        y = x - h * g_x + scale * _normal(x, generator)
+        e_y, g_y = energy_and_grad(model, y)
         log_ratio = e_x - e_y + log_q(x, y, g_y) - log_q(y, x, g_x)
-        u = _uniform(x.shape[0], x, generator)
+        u = _uniform(x, generator)
         accept = torch.log(u) < log_ratio
-        keep = accept.unsqueeze(1)
+        keep = _per_chain(accept, x)
         state["energy"] = torch.where(accept, e_y, e_x)
         state["grad"] = torch.where(keep, g_y, g_x)
         return torch.where(keep, y, x), accept
@@ -230,7 +232,7 @@ def metropolis_hastings(
 
     Args:
         model: a module with ``energy(x) -> (B,)``.
-        x0: the starting points, shape ``(B, D)``.
+        x0: the starting points, shape ``(B, *event_shape)``.
         proposal_std: the random-walk step's standard deviation (> 0).
         n_steps: the number of steps (>= 0).
         keep_trace: also return the states every ``thin`` steps.
@@ -252,11 +254,11 @@ def metropolis_hastings(
         if "energy" not in state:
             state["energy"] = _energy(model, x)
         e_x = state["energy"]
-        y = x + std * _normal(x.shape, x, generator)
+        y = x + std * _normal(x, generator)
         e_y = _energy(model, y)
-        u = _uniform(x.shape[0], x, generator)
+        u = _uniform(x, generator)
         accept = torch.log(u) < e_x - e_y
         state["energy"] = torch.where(accept, e_y, e_x)
-        return torch.where(accept.unsqueeze(1), y, x), accept
+        return torch.where(_per_chain(accept, x), y, x), accept
 
     return _run(x0, n_steps, step, keep_trace, thin, progress, "metropolis_hastings")

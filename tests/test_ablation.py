@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ebflow_lite import metrics, objectives
-from ebflow_lite.ablation import (
+from ebflow_lite.data.digits import digits, digits_preprocessing
+from ebflow_lite.experiments.ablation import (
     AblationRun,
     DigitsAblationSettings,
     ReflectedEnergy,
@@ -20,7 +21,6 @@ from ebflow_lite.ablation import (
     run_digits_ablation,
     summarize_ablation,
 )
-from ebflow_lite.data.digits import digits, digits_preprocessing
 from ebflow_lite.models import fc_flow
 
 

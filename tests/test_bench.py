@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from ebflow_lite import bench
-from ebflow_lite.bench import (
+from ebflow_lite.experiments import bench
+from ebflow_lite.experiments.bench import (
     DERIVED_MATMUL_UNITS,
     BenchResult,
     crossover,

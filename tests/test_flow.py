@@ -42,8 +42,8 @@ def _coupling(dim: int, parity: int, scale: float = 0.3) -> AffineCoupling:
     return layer
 
 
-def _actnorm(dim: int, in_energy: bool = False) -> ActNorm:
-    layer = ActNorm(dim, in_energy=in_energy)
+def _actnorm(dim: int) -> ActNorm:
+    layer = ActNorm(dim)
     with torch.no_grad():
         layer.loc.normal_(0.0, 0.3)
         layer.log_scale.normal_(0.0, 0.2)
@@ -73,10 +73,11 @@ def flow_all_layers(dim: int = 3) -> EBFlow:
     with torch.no_grad():
         for p in ludense.parameters():
             p.normal_(0.0, 0.3)
+    in_energy = _actnorm(dim)
     layers = [_coupling(dim, 0), _dense(dim), SmoothLeakyReLU(0.3, dim=dim),
-              _actnorm(dim, in_energy=True), ludense, Planar(dim), _coupling(dim, 1),
+              in_energy, ludense, Planar(dim), _coupling(dim, 1),
               _actnorm(dim), _dense(dim)]
-    return EBFlow(layers).to(DTYPE)
+    return EBFlow(layers, keep_in_energy=[in_energy]).to(DTYPE)
 
 
 class OpRecorder(TorchDispatchMode):
@@ -118,10 +119,12 @@ def test_log_prob_is_minus_energy_minus_log_z() -> None:
 def test_log_z_is_minus_the_linear_log_dets() -> None:
     model = flow_all_layers()
     linear = model.linear_layers()
-    assert linear and all(layer.is_linear for layer in linear)
-    assert len(linear) == sum(layer.is_linear for layer in model.layers)
+    assert linear and all(layer.is_linear and model.in_log_z(layer) for layer in linear)
+    # one constant-Jacobian layer, the first ActNorm, was kept in the energy
+    assert len(linear) == sum(layer.is_linear for layer in model.layers) - 1
+    assert not model.in_log_z(model.layers[3]) and model.layers[3].is_linear
     kinds = {type(layer) for layer in linear}
-    assert kinds == {Dense, LUDense, ActNorm}  # the in_energy ActNorm is not among them
+    assert kinds == {Dense, LUDense, ActNorm}
     expected = torch.zeros((), dtype=DTYPE)
     for layer in linear:
         if isinstance(layer, Dense):
@@ -230,8 +233,17 @@ def test_log_z_is_cached_when_parameters_do_not_change() -> None:
         recorder = OpRecorder()
         with recorder:
             second = model.log_z()
-    assert second is first
+    assert torch.equal(second, first)
     assert not determinant_ops(recorder.ops)
+
+
+def test_an_in_place_edit_of_log_z_does_not_corrupt_the_cache() -> None:
+    model = flow_2d()
+    with torch.no_grad():
+        value = model.log_z()
+        expected = value.clone()
+        value.add_(100.0)
+        torch.testing.assert_close(model.log_z(), expected, rtol=0, atol=0)
 
 
 def _fresh_log_z(model: EBFlow) -> torch.Tensor:
@@ -453,8 +465,9 @@ def test_flow_rejects_data_outside_the_logit_domain() -> None:
         (lambda: EBFlow([torch.nn.Linear(2, 2)]), "FlowLayer"),
         (lambda: EBFlow([Dense(2)], preprocessing=[torch.nn.Identity()]), "FlowLayer"),
         (lambda: EBFlow([Dense(2)], preprocessing=[ActNorm(2)]), "trainable parameters"),
-        (lambda: EBFlow([Dense(2), Dense(3)]), "disagree on the feature dimension"),
-        (lambda: EBFlow([Dense(2)], preprocessing=[Affine(2.0, dim=3)]), "disagree"),
+        (lambda: EBFlow([Dense(2), Dense(3)]), r"expects events of shape \(3,\)"),
+        (lambda: EBFlow([Dense(2)], preprocessing=[Affine(2.0, dim=3)]), "expects events"),
+        (lambda: EBFlow([Dense(2)], keep_in_energy=[Dense(2)]), "not a layer of this model"),
         (lambda: EBFlow([]), "at least one layer"),
     ],
 )
@@ -471,16 +484,16 @@ def test_sample_rejects_bad_arguments() -> None:
 
 
 def test_actnorm_on_either_side_of_the_split_gives_the_same_density() -> None:
-    """ActNorm in log Z (in_energy=False) or in E (True): same log p and score; E and log Z
-    move by the constant sum(log_scale) in opposite directions."""
+    """ActNorm in log Z (the default) or in E (keep_in_energy): same log p and score; E and
+    log Z move by the constant sum(log_scale) in opposite directions."""
     dim = 3
     torch.manual_seed(3)
-    in_z = _actnorm(dim, in_energy=False).double()
-    in_e = ActNorm(dim, in_energy=True).double()
+    in_z = _actnorm(dim).double()
+    in_e = ActNorm(dim).double()
     in_e.load_state_dict(in_z.state_dict())
     coupling = _coupling(dim, 0).double()
     a = EBFlow([in_z, coupling]).eval()
-    b = EBFlow([in_e, coupling]).eval()
+    b = EBFlow([in_e, coupling], keep_in_energy=(ActNorm,)).eval()
     x = torch.randn(7, dim, dtype=torch.float64)
     torch.testing.assert_close(a.log_prob(x), b.log_prob(x))
     torch.testing.assert_close(a.score(x), b.score(x))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ebflow_lite.layers import Affine, Logit
 from ebflow_lite.layers.base import FlowLayer
+from ebflow_lite.preprocessing import image_preprocessing
 
 NUM_LEVELS = 17
 DIM = 64
@@ -117,7 +117,7 @@ def digits_preprocessing(alpha: float = 0.5, eps: float = 0.05) -> list[FlowLaye
     References:
         Dinh et al., "Density estimation using Real NVP", ICLR 2017.
     """
-    return [Affine(1.0 / NUM_LEVELS, dim=DIM), Logit(alpha=alpha, eps=eps, dim=DIM)]
+    return image_preprocessing(NUM_LEVELS, alpha=alpha, eps=eps, event_shape=(DIM,))
 
 
 __all__ = ["DIM", "NUM_LEVELS", "DigitsSplit", "digits", "digits_preprocessing"]

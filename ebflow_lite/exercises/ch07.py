@@ -1,9 +1,10 @@
 """Checkers for the exercises of chapter 7 (the price of a determinant).
 
 The flop count is compared with the operators a real training step dispatches
-(:func:`ebflow_lite.bench.op_census`); the timing harness runs on a fake clock whose step
+(:func:`ebflow_lite.experiments.bench.op_census`); the timing
+harness runs on a fake clock whose step
 durations are known; the crossover explorer's answer is checked for internal consistency
-with :func:`ebflow_lite.bench.crossover`.
+with :func:`ebflow_lite.experiments.bench.crossover`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import math
 import statistics
 from collections.abc import Callable
 
-from ebflow_lite import bench
 from ebflow_lite.config import pick
 from ebflow_lite.exercises import CheckResult, checker, failed, passed
+from ebflow_lite.experiments import bench
 
 # ----------------------------------------------------------------------------- exercise 1
 _FLOP_OBJECTIVES = ("ml", "dsm", "ssm", "fdssm")

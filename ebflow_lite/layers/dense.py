@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ebflow_lite.layers.base import LinearFlowLayer
+from ebflow_lite.validation import Shape, check_positive_int
 
 _INITS = ("identity", "neg_identity", "orthogonal")
 
@@ -40,17 +41,18 @@ class Dense(LinearFlowLayer):
 
     def __init__(self, dim: int, bias: bool = True, init: str = "identity") -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
-        self.dim = dim
+        check_positive_int(dim, "dim", "Dense")
+        self.event_shape = (dim,)
         self.weight = nn.Parameter(_initial_matrix(dim, init))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def linear_map(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
         return nn.functional.linear(x, self.weight, self.bias)
 
-    def logabsdet(self) -> torch.Tensor:
+    def logabsdet(self, event_shape: Shape | None = None) -> torch.Tensor:
+        """``log|det W|`` by an LU factorisation (O(D^3))."""
+        self._resolve_shape(event_shape, "logabsdet")
         return torch.linalg.slogdet(self.weight)[1]
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
@@ -80,9 +82,8 @@ class LUDense(LinearFlowLayer):
 
     def __init__(self, dim: int, bias: bool = True, seed_permutation: bool = True) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
-        self.dim = dim
+        check_positive_int(dim, "dim", "LUDense")
+        self.event_shape = (dim,)
         perm = torch.randperm(dim) if seed_permutation else torch.arange(dim)
         self.register_buffer("permutation", perm)
         self.lower = nn.Parameter(torch.zeros(dim, dim))
@@ -94,7 +95,7 @@ class LUDense(LinearFlowLayer):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the triangular factors ``(L, U)`` with the scale on U's diagonal."""
-        eye = torch.eye(self.dim, device=self.lower.device, dtype=self.lower.dtype)
+        eye = torch.eye(self.event_shape[0], device=self.lower.device, dtype=self.lower.dtype)
         lower = self.lower * self.lower_mask + eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_scale.exp())
         return lower, upper
@@ -104,7 +105,7 @@ class LUDense(LinearFlowLayer):
         lower, upper = self.factors()
         return (lower @ upper)[self.permutation]
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def linear_map(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
         lower, upper = self.factors()
         h = x @ upper.T
@@ -112,7 +113,9 @@ class LUDense(LinearFlowLayer):
         h = h[:, self.permutation]
         return h if self.bias is None else h + self.bias
 
-    def logabsdet(self) -> torch.Tensor:
+    def logabsdet(self, event_shape: Shape | None = None) -> torch.Tensor:
+        """``sum(log|s|)``: O(D), no factorisation."""
+        self._resolve_shape(event_shape, "logabsdet")
         return self.log_scale.sum()
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:

@@ -8,58 +8,77 @@ import torch
 from torch import nn
 
 from ebflow_lite.layers.base import FlowLayer, LinearFlowLayer
+from ebflow_lite.validation import Shape, as_event_shape, numel
 
 
-def _check_dim(dim: int | None) -> int | None:
-    if dim is not None and (not isinstance(dim, int) or dim < 1):
-        raise ValueError(f"dim must be a positive int or None, got {dim!r}")
-    return dim
+def _event_shape(dim: int | None, event_shape: Shape | None, where: str) -> Shape | None:
+    """The event shape of an element-wise layer: ``dim`` (vectors) or ``event_shape``."""
+    if dim is not None and event_shape is not None:
+        raise ValueError(f"{where}: pass dim or event_shape, not both")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ValueError(f"{where}: dim must be a positive int or None, got {dim!r}")
+    return as_event_shape(dim if dim is not None else event_shape)
+
+
+def _check_real(value: float, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 class SmoothLeakyReLU(FlowLayer):
-    """``f(x) = alpha x + (1 - alpha) softplus(x)``, applied to every feature.
+    """``f(x) = alpha x + (1 - alpha) softplus(x)`` (``+ x`` if residual), on every entry.
 
-    ``f'(x) = alpha + (1 - alpha) sigmoid(x)`` lies in ``(alpha, 1)``, so f is a smooth,
-    strictly increasing bijection of R. Its inverse has no closed form and is found by
-    Newton's method, which converges monotonically because f is convex.
+    ``f'(x) = alpha + (1 - alpha) sigmoid(x)`` lies in ``(alpha, 1)`` (in ``(1 + alpha, 2)``
+    with the residual), so f is a smooth, strictly increasing bijection of R. Its inverse
+    has no closed form and is found by Newton's method, which converges monotonically
+    because f is convex. Works on any event shape (vectors or images).
 
     Args:
         alpha: the slope for x -> -inf, in (0, 1).
-        dim: the feature size (None accepts any).
+        dim: the feature size of a vector (None accepts any shape).
+        residual: add the identity, ``f(x) + x``, as the paper's CNN models do.
+        event_shape: the shape of one sample instead of ``dim`` (None accepts any).
 
     References:
         Gresele et al., "Relative Gradient Optimization of the Jacobian Term in
         Unsupervised Deep Learning", NeurIPS 2020.
     """
 
-    def __init__(self, alpha: float = 0.3, dim: int | None = None) -> None:
+    def __init__(
+        self, alpha: float = 0.3, dim: int | None = None, residual: bool = False, *,
+        event_shape: Shape | None = None,
+    ) -> None:
         super().__init__()
+        alpha = _check_real(alpha, "alpha", "SmoothLeakyReLU")
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-        self.alpha = float(alpha)
-        self.dim = _check_dim(dim)
+        self.alpha = alpha
+        self.residual = bool(residual)
+        self.event_shape = _event_shape(dim, event_shape, "SmoothLeakyReLU")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check(x)
-        a = self.alpha
-        y = a * x + (1.0 - a) * nn.functional.softplus(x)
-        slope = a + (1.0 - a) * torch.sigmoid(x)
+        a, r = self.alpha, float(self.residual)
+        y = (a + r) * x + (1.0 - a) * nn.functional.softplus(x)
+        slope = a + r + (1.0 - a) * torch.sigmoid(x)
         return y, slope.log().flatten(1).sum(1)
 
     def inverse(self, y: torch.Tensor, iterations: int = 100, tol: float = 1e-10) -> torch.Tensor:
         self.check(y)
-        a = self.alpha
-        # f(x) >= max(x, a x), so this start lies right of the root; Newton then descends
-        # monotonically onto it because f is convex and increasing.
-        x = torch.where(y >= 0, y, y / a)
+        a, r = self.alpha + float(self.residual), float(self.residual)
+        # f(x) = a x + (1 - alpha) softplus(x) >= max((1 + r) x, a x), so this start lies
+        # right of the root; Newton then descends monotonically onto it (f convex, increasing).
+        x = torch.where(y >= 0, y / (1.0 + r), y / a)
         if x.numel() == 0:
             return x
         # Stop at a relative step of ``tol``, or of a few ulps where the dtype cannot do better
         # (float32 Newton steps dither at about one ulp and would otherwise run every iteration).
         limit = max(tol, 4.0 * torch.finfo(y.dtype).eps)
+        b = 1.0 - self.alpha
         for _ in range(iterations):
-            fx = a * x + (1.0 - a) * nn.functional.softplus(x) - y
-            step = fx / (a + (1.0 - a) * torch.sigmoid(x))
+            fx = a * x + b * nn.functional.softplus(x) - y
+            step = fx / (a + b * torch.sigmoid(x))
             x = x - step
             if bool((step.abs() / (1.0 + x.abs())).max() <= limit):
                 break
@@ -67,38 +86,40 @@ class SmoothLeakyReLU(FlowLayer):
 
 
 class Affine(LinearFlowLayer):
-    """A fixed (parameter-free) element-wise map ``y = scale * x + shift`` on D features.
+    """A fixed (parameter-free) element-wise map ``y = scale * x + shift``.
 
     Used for preprocessing, e.g. ``x / K`` to bring data onto the unit interval. Its
-    log-determinant is the constant ``D log|scale|``.
+    log-determinant is the constant ``D log|scale|`` with ``D`` the number of entries of one
+    sample (``C H W`` for an image).
 
     Args:
         scale: the non-zero factor.
         shift: the offset added after scaling.
-        dim: the feature size D.
+        dim: the feature size D of a vector.
+        event_shape: the shape of one sample instead of ``dim``; with neither, the layer
+            accepts any shape and :meth:`logabsdet` needs the shape as an argument.
     """
 
-    def __init__(self, scale: float, shift: float = 0.0, *, dim: int) -> None:
+    def __init__(
+        self, scale: float, shift: float = 0.0, *, dim: int | None = None,
+        event_shape: Shape | None = None,
+    ) -> None:
         super().__init__()
-        if scale == 0 or not math.isfinite(scale):
+        scale = _check_real(scale, "scale", "Affine")
+        if scale == 0:
             raise ValueError(f"scale must be finite and non-zero, got {scale}")
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
-        self.scale = float(scale)
-        self.shift = float(shift)
-        self.dim = dim
+        self.scale = scale
+        self.shift = _check_real(shift, "shift", "Affine")
+        self.event_shape = _event_shape(dim, event_shape, "Affine")
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def linear_map(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
         return x * self.scale + self.shift
 
-    def logabsdet(self) -> torch.Tensor:
-        # float64, so that no precision is lost before it meets the data's dtype
-        return torch.tensor(self.dim * math.log(abs(self.scale)), dtype=torch.float64)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.apply(x)
-        return y, self.logabsdet().to(x).expand(x.shape[0])
+    def logabsdet(self, event_shape: Shape | None = None) -> torch.Tensor:
+        """``numel(event_shape) * log|scale|``, in float64 (no precision lost early)."""
+        shape = self._resolve_shape(event_shape, "logabsdet")
+        return torch.tensor(numel(shape) * math.log(abs(self.scale)), dtype=torch.float64)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         self.check(y)
@@ -115,7 +136,8 @@ class Logit(FlowLayer):
     Args:
         alpha: the smoothness (the paper uses 0.5 for FC models, 1.0 for Glow).
         eps: the squeeze towards the centre of the interval.
-        dim: the feature size (None accepts any).
+        dim: the feature size of a vector (None accepts any shape).
+        event_shape: the shape of one sample instead of ``dim``.
 
     Raises:
         ValueError: (in forward) data outside ``[0, 1]``.
@@ -125,15 +147,20 @@ class Logit(FlowLayer):
         2023 (Match after Preprocessing).
     """
 
-    def __init__(self, alpha: float = 1.0, eps: float = 1e-6, dim: int | None = None) -> None:
+    def __init__(
+        self, alpha: float = 1.0, eps: float = 1e-6, dim: int | None = None, *,
+        event_shape: Shape | None = None,
+    ) -> None:
         super().__init__()
+        alpha = _check_real(alpha, "alpha", "Logit")
+        eps = _check_real(eps, "eps", "Logit")
         if alpha <= 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
         if not 0.0 <= eps < 0.5:
             raise ValueError(f"eps must lie in [0, 0.5), got {eps}")
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.dim = _check_dim(dim)
+        self.alpha = alpha
+        self.eps = eps
+        self.event_shape = _event_shape(dim, event_shape, "Logit")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check(x)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ebflow_lite.layers.base import FlowLayer
+from ebflow_lite.validation import check_positive_int
 
 
 class Planar(FlowLayer):
@@ -25,9 +26,8 @@ class Planar(FlowLayer):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be positive, got {dim}")
-        self.dim = dim
+        check_positive_int(dim, "dim", "Planar")
+        self.event_shape = (dim,)
         self.u = nn.Parameter(torch.randn(dim) * 0.5)
         self.w = nn.Parameter(torch.randn(dim) * 0.5)
         self.b = nn.Parameter(torch.zeros(()))

@@ -4,10 +4,15 @@ Models that have a ``preprocess`` method (an :class:`ebflow_lite.EBFlow`) see th
 preprocessed variable; any other module with an ``energy`` method sees ``x`` as it is.
 The score-matching objectives all estimate the per-dimension Hyvarinen objective; see
 :mod:`ebflow_lite.objectives.score_matching` for the table of conventions.
+:func:`get` looks an objective up by name, with its options bound.
 """
 
 from ebflow_lite.objectives.likelihood import ml
+from ebflow_lite.objectives.registry import OBJECTIVES, SCORE_MATCHING, Objective, get
 from ebflow_lite.objectives.score_matching import dsm, exact_sm, fdssm, ssm
 from ebflow_lite.objectives.sml import sml
 
-__all__ = ["dsm", "exact_sm", "fdssm", "ml", "sml", "ssm"]
+__all__ = [
+    "OBJECTIVES", "SCORE_MATCHING", "Objective", "dsm", "exact_sm", "fdssm", "get", "ml",
+    "sml", "ssm",
+]

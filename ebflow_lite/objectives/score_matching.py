@@ -45,7 +45,9 @@ import math
 import torch
 from torch import nn
 
-from ebflow_lite.validation import check_batch
+from ebflow_lite.autodiff import energy_and_grad
+from ebflow_lite.draws import draw
+from ebflow_lite.validation import check_batch, model_event_shape
 
 _PROJECTIONS = ("rademacher", "gaussian")
 
@@ -65,7 +67,9 @@ def energy_variable(model: nn.Module, x: torch.Tensor, where: str) -> torch.Tens
             f"{where}: the model must have an energy(z) -> (B,) method, "
             f"got {type(model).__name__}"
         )
-    check_batch(x, getattr(model, "dim", None), where=where)
+    check_batch(x, model_event_shape(model), where=where)
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: the batch is empty (shape {tuple(x.shape)})")
     preprocess = getattr(model, "preprocess", None)
     z = preprocess(x) if callable(preprocess) else x
     return z.detach()
@@ -85,29 +89,9 @@ def _check_slices(n_slices: int, where: str) -> int:
     return n_slices
 
 
-def _randn_like(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    if generator is None:
-        return torch.randn_like(z)
-    n = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=generator.device)
-    return n.to(z.device)
-
-
-def _rademacher_like(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = z.device if generator is None else generator.device
-    bits = torch.randint(0, 2, z.shape, generator=generator, device=device)
-    return (bits.to(z.dtype) * 2.0 - 1.0).to(z.device)
-
-
 def _energy_and_grad(model: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(E(z), grad_z E(z))`` with the graph kept, so the gradient can be differentiated."""
-    z.requires_grad_(True)
-    energy = model.energy(z)
-    if energy.shape != (z.shape[0],):
-        raise ValueError(
-            f"energy must return shape ({z.shape[0]},), got {tuple(energy.shape)}"
-        )
-    (grad,) = torch.autograd.grad(energy.sum(), z, create_graph=True)
-    return energy, grad
+    return energy_and_grad(model, z.requires_grad_(True), create_graph=True)
 
 
 def _features(z: torch.Tensor) -> int:
@@ -195,9 +179,9 @@ def ssm(
     if n_slices > 1:
         z = z.repeat(n_slices, *([1] * (z.dim() - 1)))
     if projection == "rademacher":
-        v = _rademacher_like(z, generator)
+        v = draw("rademacher", z.shape, like=z, generator=generator)
     else:
-        v = _randn_like(z, generator)
+        v = draw("normal", z.shape, like=z, generator=generator)
     _, grad = _energy_and_grad(model, z)
     (hess_v,) = torch.autograd.grad((grad * v).sum(), z, create_graph=True)
     quadratic = (v * hess_v).flatten(1).sum(1)
@@ -246,7 +230,7 @@ def fdssm(
     z = energy_variable(model, x, "fdssm")
     if n_slices > 1:
         z = z.repeat(n_slices, *([1] * (z.dim() - 1)))
-    n = _randn_like(z, generator)
+    n = draw("normal", z.shape, like=z, generator=generator)
     norms = n.flatten(1).norm(dim=1).clamp_min(torch.finfo(z.dtype).tiny)
     v = eps * n / norms.view(-1, *([1] * (z.dim() - 1)))
     energies = model.energy(torch.cat([z, z + v, z - v]))
@@ -292,7 +276,7 @@ def dsm(
     """
     sigma = _check_positive(sigma, "sigma", "dsm")
     z = energy_variable(model, x, "dsm")
-    n = _randn_like(z, generator)
+    n = draw("normal", z.shape, like=z, generator=generator)
     noisy = z + sigma * n
     _, grad = _energy_and_grad(model, noisy)
     return 0.5 * ((grad - n / sigma) ** 2).flatten(1).sum(1).mean() / _features(z)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ebflow_lite.objectives.score_matching import energy_variable
-from ebflow_lite.validation import check_batch
+from ebflow_lite.validation import check_batch, model_event_shape
 
 
 def sml(
@@ -48,7 +48,7 @@ def sml(
             )
         with torch.no_grad():
             negatives = sampler(z.shape[0], through_preprocessing=False)
-    check_batch(negatives, getattr(model, "dim", None), where="sml negatives")
+    check_batch(negatives, model_event_shape(model), where="sml negatives")
     if negatives.shape[1:] != z.shape[1:]:
         raise ValueError(
             f"sml: negatives have shape {tuple(negatives.shape)}, data {tuple(z.shape)}"

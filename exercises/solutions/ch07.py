@@ -7,7 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from ebflow_lite import bench
+from ebflow_lite.experiments import bench
 
 # One unit: a (B x D) @ (D x D) product, or a (D x B) @ (B x D) weight gradient.
 _UNITS = {

@@ -164,17 +164,15 @@ def digits_objective(
             f"unknown objective {objective!r}; expected one of {ABLATION_OBJECTIVES}"
         )
     if objective in ("ml", "ssm"):
-        function = objectives.ml if objective == "ml" else objectives.ssm
-        return (lambda m, x: function(m, x)), model
+        return objectives.get(objective), model
     target: nn.Module = model
     noise = settings.noise
     if not model.match_after_preprocessing:
         target = ReflectedEnergy(model, 0.0, float(data.num_levels))
         noise = noise / median_logit_slope(data.train, settings.logit_alpha,
                                            settings.logit_eps, data.num_levels)
-    if objective == "dsm":
-        return (lambda m, x: objectives.dsm(m, x, sigma=noise)), target
-    return (lambda m, x: objectives.fdssm(m, x, eps=noise)), target
+    option = {"dsm": "sigma", "fdssm": "eps"}[objective]
+    return objectives.get(objective, **{option: noise}), target
 
 
 def run_digits_ablation(
