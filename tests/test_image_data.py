@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ebflow_lite.data.cifar import read_cifar10, read_cifar10_batch
 from ebflow_lite.data.idx import read_idx
 
 # IDX type code -> the big-endian numpy type the format stores (written out here by hand).
@@ -92,3 +95,93 @@ def test_read_idx_broken_gzip_and_missing_file(tmp_path: Path) -> None:
         read_idx(path)
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "absent")
+
+
+def cifar_batch(n: int, seed: int) -> dict:
+    """A dict laid out like a CIFAR-10 batch: uint8 rows of 3072 values and a label list."""
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"a batch written by the test",
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        b"labels": [int(v) for v in rng.integers(0, 10, size=n)],
+        b"filenames": [b"img_%d.png" % i for i in range(n)],
+    }
+
+
+def write_cifar(folder: Path, n: int = 4, protocol: int = 2) -> dict[str, dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = {name: cifar_batch(n, seed) for seed, name in enumerate(names)}
+    for name, batch in batches.items():
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    return batches
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_read_cifar10_batch_layout(tmp_path: Path, protocol: int) -> None:
+    batch = cifar_batch(3, seed=0)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    images, labels = read_cifar10_batch(path)
+    assert images.dtype == np.uint8 and images.shape == (3, 3, 32, 32)
+    assert labels.dtype == np.int64 and labels.tolist() == batch[b"labels"]
+    # Per row: 1024 red values, then green, then blue, each a row-major 32x32 image.
+    row = batch[b"data"][1]
+    np.testing.assert_array_equal(images[1, 0, 0], row[:32])
+    np.testing.assert_array_equal(images[1, 1, 2], row[1024 + 64 : 1024 + 96])
+    np.testing.assert_array_equal(images[1, 2, 31], row[3072 - 32 :])
+
+
+def test_read_cifar10_whole_set_and_parent_folder(tmp_path: Path) -> None:
+    batches = write_cifar(tmp_path / "cifar-10-batches-py", n=4)
+    for root in (tmp_path / "cifar-10-batches-py", tmp_path):
+        x_train, y_train, x_test, y_test = read_cifar10(root)
+        assert x_train.shape == (20, 3, 32, 32) and y_train.shape == (20,)
+        assert x_test.shape == (4, 3, 32, 32)
+        assert y_test.tolist() == batches["test_batch"][b"labels"]
+        np.testing.assert_array_equal(x_train[12].reshape(-1), batches["data_batch_4"][b"data"][0])
+
+
+def test_read_cifar10_missing_batches(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match=f"data_batch_3 not found in {tmp_path}"):
+        read_cifar10(tmp_path)
+
+
+class _RunsCode:
+    """Unpickling this would call ``os.getcwd``: the reader must refuse it."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({b"data": np.zeros((2, 3072), np.uint8)}, r"lacks the keys \[b'labels'\]"),
+        ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}, r"shape \(N, 3072\)"),
+        ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "float32"),
+        ({b"data": [[0] * 3072], b"labels": [0]}, "got a list"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "must hold 2 labels"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"0\.\.9, got 0\.\.10"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": ["a", "b"]}, "list of ints"),
+        ([1, 2], "expected a pickled dict, got list"),
+        ({b"data": _RunsCode()}, "refusing to load global"),
+    ],
+)
+def test_read_cifar10_batch_rejects_malformed(tmp_path: Path, content, message: str) -> None:
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(ValueError, match=rf"test_batch: .*{message}"):
+        read_cifar10_batch(path)
+
+
+def test_read_cifar10_batch_not_a_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"not a pickle at all")
+    with pytest.raises(ValueError, match="data_batch_1: not a readable CIFAR-10 batch pickle"):
+        read_cifar10_batch(path)
+    path.write_bytes(pickle.dumps(cifar_batch(2, 0))[:-40])
+    with pytest.raises(ValueError, match="data_batch_1: not a readable"):
+        read_cifar10_batch(path)
