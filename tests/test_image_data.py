@@ -10,9 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from ebflow_lite.data.cifar import read_cifar10, read_cifar10_batch
-from ebflow_lite.data.idx import read_idx
+from ebflow_lite.data import (
+    ImageSplit,
+    cifar10,
+    dequantize,
+    digits,
+    digits_images,
+    fashion_mnist,
+    kmnist,
+    load_idx_dataset,
+    mnist,
+    pool_levels,
+    read_cifar10,
+    read_cifar10_batch,
+    read_idx,
+    split_images,
+)
 
 # IDX type code -> the big-endian numpy type the format stores (written out here by hand).
 IDX_CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -185,3 +200,219 @@ def test_read_cifar10_batch_not_a_pickle(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps(cifar_batch(2, 0))[:-40])
     with pytest.raises(ValueError, match="data_batch_1: not a readable"):
         read_cifar10_batch(path)
+
+
+def synthetic_pair(n_train: int = 50, n_test: int = 20, shape=(4, 6), seed: int = 0):
+    """Random 8-bit images; each label is the image's index, so a split can be traced."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, size=(n_train, *shape), dtype=np.uint8), np.arange(n_train),
+            rng.integers(0, 256, size=(n_test, *shape), dtype=np.uint8), np.arange(n_test))
+
+
+def test_split_images_sizes_and_partition() -> None:
+    x_train, y_train, x_test, y_test = synthetic_pair()
+    data = split_images(x_train, y_train, x_test, y_test, num_levels=256, n_val=10, seed=1)
+    assert isinstance(data, ImageSplit) and data.num_levels == 256
+    assert data.event_shape == (1, 4, 6) and data.dim == 24
+    assert data.train.shape == (40, 1, 4, 6) and data.val.shape == (10, 1, 4, 6)
+    assert data.test.shape == (20, 1, 4, 6)
+    for part in (data.train, data.val, data.test):
+        assert part.dtype == torch.float32 and torch.equal(part, part.round())
+    for labels in (data.train_labels, data.val_labels, data.test_labels):
+        assert labels.dtype == torch.int64
+    # Train and validation partition the official training set; test is the official one.
+    seen = torch.cat([data.train_labels, data.val_labels]).sort().values
+    assert seen.tolist() == list(range(50))
+    assert data.test_labels.tolist() == list(range(20))
+    index = data.val_labels[3]
+    assert torch.equal(data.val[3, 0], torch.from_numpy(x_train[index]).float())
+
+    small = split_images(x_train, y_train, x_test, y_test, num_levels=256, n_val=10, seed=1,
+                         n_train=7, n_test=5)
+    assert small.train.shape[0] == 7 and small.test.shape[0] == 5
+    assert torch.equal(small.val, data.val) and torch.equal(small.train, data.train[:7])
+    assert torch.equal(small.test, data.test[:5])
+
+
+def test_split_images_seed_fixes_the_split() -> None:
+    pair = synthetic_pair()
+    a, b, c = (split_images(*pair, num_levels=256, n_val=10, seed=s) for s in (3, 3, 4))
+    assert torch.equal(a.train, b.train) and torch.equal(a.val_labels, b.val_labels)
+    assert not torch.equal(a.val_labels, c.val_labels)
+    assert torch.equal(a.test, c.test)  # the test set does not depend on the seed
+
+
+def test_split_images_keeps_channels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 17, size=(6, 3, 4, 4)).astype(np.int64)
+    data = split_images(x, np.zeros(6), x[:2], np.zeros(2), num_levels=17, n_val=2,
+                        downscale=2)
+    assert data.event_shape == (3, 2, 2) and data.train.shape == (4, 3, 2, 2)
+    assert float(data.train.max()) <= 16
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"n_val": 50}, ValueError, "n_val must be an int in 0..49, got 50"),
+        ({"n_val": -1}, ValueError, "n_val"),
+        ({"n_train": 0}, ValueError, "n_train must be an int in 1..45"),
+        ({"n_train": 46}, ValueError, "n_train"),
+        ({"n_test": 21}, ValueError, "n_test must be an int in 0..20"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 1.5}, TypeError, r"seed must be an int, got 1\.5"),
+        ({"n_val": True}, TypeError, "n_val must be an int"),
+        ({"downscale": 4}, ValueError, "downscale must divide the image height and width 4x6"),
+        ({"downscale": 0}, ValueError, "downscale"),
+        ({"num_levels": 100}, ValueError, r"levels 0\.\.99 \(num_levels=100\)"),
+        ({"shuffle": True}, TypeError, "shuffle"),
+    ],
+)
+def test_split_images_bad_arguments(options: dict, error: type, message: str) -> None:
+    kwargs = {"num_levels": 256, "n_val": 5, **options}
+    with pytest.raises(error, match=message):
+        split_images(*synthetic_pair(), **kwargs)
+
+
+def test_split_images_bad_arrays() -> None:
+    x_train, y_train, x_test, y_test = synthetic_pair()
+    with pytest.raises(ValueError, match=r"train_labels must have shape \(50,\)"):
+        split_images(x_train, y_train[:-1], x_test, y_test, num_levels=256)
+    with pytest.raises(TypeError, match="test_images must be an integer numpy array"):
+        split_images(x_train, y_train, x_test.astype(np.float32), y_test, num_levels=256)
+    with pytest.raises(ValueError, match="same shape per image"):
+        split_images(x_train, y_train, x_test[:, :2], y_test, num_levels=256)
+    with pytest.raises(ValueError, match=r"train_images must have shape \(N, H, W\)"):
+        split_images(x_train[0], y_train[:4], x_test, y_test, num_levels=256)
+
+
+def test_pool_levels_rounds_the_block_mean_half_up() -> None:
+    images = np.array([[[1, 2, 0, 0], [3, 4, 0, 1], [255, 255, 9, 9], [255, 254, 9, 9]]],
+                      dtype=np.uint8)
+    # Block means 2.5, 0.25, 254.75, 9: rounded half up to 3, 0, 255, 9.
+    np.testing.assert_array_equal(pool_levels(images, 2), [[[3, 0], [255, 9]]])
+    assert pool_levels(images, 2).dtype == np.uint8
+    assert pool_levels(images, 1) is images
+    np.testing.assert_array_equal(pool_levels(images, 4), [[[67]]])  # 1066 / 16 = 66.6
+    with pytest.raises(TypeError, match="integer numpy array"):
+        pool_levels(images.astype(np.float64), 2)
+    with pytest.raises(TypeError, match="downscale must be an int"):
+        pool_levels(images, 2.0)
+
+
+def test_dequantize_stays_in_the_level_cell() -> None:
+    levels = torch.tensor([0.0, 1.0, 16.0, 255.0]).repeat(50_000)
+    noisy = dequantize(levels, generator=torch.Generator().manual_seed(0))
+    assert noisy.dtype == torch.float32 and noisy.shape == levels.shape
+    assert torch.equal(noisy.floor(), levels)  # in [k, k + 1), even where float32 rounds
+    frac = (noisy - levels).double()
+    # U[0, 1) noise: mean 1/2 and variance 1/12 (200k draws; 4 standard errors).
+    assert float(frac.mean()) == pytest.approx(0.5, abs=4 * (1 / 12 / 2e5) ** 0.5)
+    assert float(frac.var()) == pytest.approx(1 / 12, abs=4 * (1 / 180 / 2e5) ** 0.5)
+    again = dequantize(levels, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+    assert not torch.equal(noisy, dequantize(levels, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(TypeError, match="floating-point tensor.*torch.int64"):
+        dequantize(torch.arange(3))
+    with pytest.raises(TypeError, match="ndarray"):
+        dequantize(np.zeros(3))
+
+
+def write_idx_set(folder: Path, gz: bool, n_train: int = 30, n_test: int = 10) -> tuple:
+    """The four MNIST-layout files of a small random 8-bit set, gzipped or plain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x_train, y_train, x_test, y_test = synthetic_pair(n_train, n_test, shape=(8, 8))
+    suffix = ".gz" if gz else ""
+    for stem, values in [("train-images-idx3-ubyte", x_train), ("t10k-images-idx3-ubyte", x_test),
+                         ("train-labels-idx1-ubyte", y_train % 10),
+                         ("t10k-labels-idx1-ubyte", y_test % 10)]:
+        write_idx(folder / (stem + suffix), values, 0x08, gz)
+    return x_train, y_train % 10, x_test, y_test % 10
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("loader", [mnist, kmnist, fashion_mnist, load_idx_dataset])
+def test_idx_loaders_read_the_mnist_layout(tmp_path: Path, gz: bool, loader) -> None:
+    x_train, y_train, x_test, y_test = write_idx_set(tmp_path, gz)
+    data = loader(tmp_path, n_val=6, seed=2, downscale=2)
+    assert data.num_levels == 256 and data.event_shape == (1, 4, 4)
+    assert data.train.shape == (24, 1, 4, 4) and data.val.shape == (6, 1, 4, 4)
+    expected = split_images(x_train, y_train, x_test, y_test, num_levels=256, n_val=6, seed=2,
+                            downscale=2)
+    for name in ("train", "val", "test", "train_labels", "val_labels", "test_labels"):
+        assert torch.equal(getattr(data, name), getattr(expected, name)), name
+
+
+def test_idx_loader_rejects_non_image_files(tmp_path: Path) -> None:
+    write_idx_set(tmp_path, gz=False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 8, 8)), 0x0D)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: expected uint8 images"):
+        mnist(tmp_path)
+
+
+def test_missing_files_name_the_folder_and_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        fashion_mnist(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and "train-images-idx3-ubyte" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "EBFLOW_FASHION_MNIST_DIR" in message
+    # The environment variable replaces the default folder.
+    monkeypatch.setenv("EBFLOW_FASHION_MNIST_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        fashion_mnist()
+    write_idx_set(tmp_path / "elsewhere", gz=True)
+    assert fashion_mnist(n_val=5).train.shape == (25, 1, 8, 8)
+    (tmp_path / "partial").mkdir()
+    write_idx(tmp_path / "partial" / "train-images-idx3-ubyte", np.zeros((1, 2, 2), np.uint8))
+    with pytest.raises(FileNotFoundError, match="MNIST: train-labels-idx1-ubyte") as info:
+        mnist(tmp_path / "partial")
+    assert "train-images" not in str(info.value)
+
+
+def test_cifar10_split(tmp_path: Path) -> None:
+    write_cifar(tmp_path, n=4)
+    data = cifar10(tmp_path, n_val=5, n_test=3)
+    assert data.event_shape == (3, 32, 32) and data.num_levels == 256
+    assert data.train.shape == (15, 3, 32, 32) and data.test.shape == (3, 3, 32, 32)
+    assert cifar10(tmp_path, n_val=5, downscale=2).event_shape == (3, 16, 16)
+
+
+def test_digits_images_match_the_vector_digits() -> None:
+    images = digits_images(seed=4)
+    vectors = digits(seed=4, dequantize=False)
+    assert isinstance(images, ImageSplit)
+    assert images.event_shape == (1, 8, 8) and images.num_levels == 17 and images.dim == 64
+    for name in ("train", "val", "test"):
+        part = getattr(images, name)
+        assert part.dtype == torch.float32 and part.shape[1:] == (1, 8, 8)
+        assert torch.equal(part.reshape(-1, 64), getattr(vectors, name))
+        assert torch.equal(getattr(images, f"{name}_labels"), getattr(vectors, f"{name}_labels"))
+    assert float(images.train.min()) == 0 and float(images.train.max()) == 16
+    with pytest.raises(ValueError, match="split"):
+        digits_images(split=(0.5, 0.5, 0.5))
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = [FASHION / f"{stem}.gz" for stem in
+                 ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in FASHION_FILES),
+                    reason=f"Debian's dataset-fashion-mnist is not installed (no {FASHION}); "
+                           "`apt-get install dataset-fashion-mnist`")
+def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EBFLOW_FASHION_MNIST_DIR", raising=False)
+    data = fashion_mnist(n_val=5000)
+    assert data.train.shape == (55000, 1, 28, 28) and data.val.shape == (5000, 1, 28, 28)
+    assert data.test.shape == (10000, 1, 28, 28) and data.event_shape == (1, 28, 28)
+    for part in (data.train, data.val, data.test):
+        assert float(part.min()) == 0 and float(part.max()) == 255
+        assert torch.equal(part, part.round())
+    # Fashion-MNIST is balanced: 6000 training and 1000 test images per class.
+    counts = torch.bincount(torch.cat([data.train_labels, data.val_labels]), minlength=10)
+    assert counts.tolist() == [6000] * 10
+    assert torch.bincount(data.test_labels, minlength=10).tolist() == [1000] * 10
