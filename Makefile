@@ -36,7 +36,7 @@ endif
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-venv: $(VENV_STAMP) $(KATEX_CSS)
+venv: $(VENV_STAMP) $(KATEX_CSS) fashion-mnist
 
 $(VENV_STAMP): pyproject.toml
 	@if [[ ! -x "$(PY)" ]]; then echo "make venv: creating $(VENV)"; python3 -m venv "$(VENV)"; fi
@@ -46,6 +46,20 @@ $(VENV_STAMP): pyproject.toml
 	mkdir -p "$(VENV)/etc/jupyter"
 	echo '{"ServerApp": {"allow_root": true}}' > "$(VENV)/etc/jupyter/jupyter_server_config.json"
 	touch "$@"
+
+# Debian's Fashion-MNIST (ebflow_lite.data.fashion_mnist), installed when missing and running
+# as root, like chromium for browser-test; elsewhere its test skips.
+FASHION_MNIST_FILE ?= /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+.PHONY: fashion-mnist
+fashion-mnist:
+	@if [[ ! -f "$(FASHION_MNIST_FILE)" ]]; then \
+	  if [[ $$(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make venv: installing Debian's dataset-fashion-mnist"; \
+	    apt-get update && apt-get install -y dataset-fashion-mnist; \
+	  else \
+	    echo "make venv: no Fashion-MNIST; as root: apt-get install dataset-fashion-mnist"; \
+	  fi; \
+	fi
 
 $(KATEX_CSS): package.json
 	npm install --no-audit --no-fund

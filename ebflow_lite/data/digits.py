@@ -1,5 +1,8 @@
 """scikit-learn's bundled 8x8 digits, dequantized, split, and the matching flow preprocessing.
 
+:func:`digits` gives flat vectors with the noise drawn once; :func:`digits_images` gives
+the same split as ``(1, 8, 8)`` images of integer levels, for noise redrawn per batch.
+
 The images have 64 pixels with integer values 0..16 (17 levels). A continuous density
 needs continuous data, so each pixel gets uniform noise, ``x = k + u`` with
 ``u ~ U[0, 1)``: the dequantized values lie in ``[0, 17)``. Negative log-likelihoods in this
@@ -25,25 +28,59 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ebflow_lite.data.images import ImageSplit
+from ebflow_lite.data.split import DataSplit
 from ebflow_lite.layers.base import FlowLayer
 from ebflow_lite.preprocessing import image_preprocessing
 
 NUM_LEVELS = 17
 DIM = 64
+IMAGE_SHAPE = (1, 8, 8)
 
 
 @dataclass
-class DigitsSplit:
-    """The digits data set split three ways; every tensor is float32 of shape ``(N, 64)``."""
+class DigitsSplit(DataSplit):
+    """The digits data set split three ways; every data tensor is float32 of shape ``(N, 64)``."""
 
-    train: torch.Tensor
-    val: torch.Tensor
-    test: torch.Tensor
-    train_labels: torch.Tensor
-    val_labels: torch.Tensor
-    test_labels: torch.Tensor
     num_levels: int = NUM_LEVELS
     dim: int = DIM
+
+
+def _shuffled_digits(
+    seed: int, split: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray, np.random.Generator, list[slice]]:
+    """Check the arguments, load the digits and shuffle them with a generator seeded by ``seed``.
+
+    Returns the shuffled images (float64, ``(1797, 64)``) and labels, the generator (it has
+    drawn only the permutation, so the caller can draw noise from it next) and the slices
+    of the train, validation and test parts.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"split must be three positive fractions summing to 1, got {split}")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.asarray(bunch.data, dtype=np.float64)
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(images.shape[0])
+    n = images.shape[0]
+    n_train = int(round(split[0] * n))
+    n_val = int(round(split[1] * n))
+    bounds = [0, n_train, n_train + n_val, n]
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(3)]
+    return images[order], labels[order], rng, parts
+
+
+def _parts(x: torch.Tensor, y: torch.Tensor, parts: list[slice]) -> dict[str, torch.Tensor]:
+    """The train, validation and test slices of data ``x`` and labels ``y``, by field name."""
+    return {
+        "train": x[parts[0]].contiguous(), "val": x[parts[1]].contiguous(),
+        "test": x[parts[2]].contiguous(), "train_labels": y[parts[0]],
+        "val_labels": y[parts[1]], "test_labels": y[parts[2]],
+    }
 
 
 def digits(
@@ -66,34 +103,41 @@ def digits(
     Raises:
         ValueError: a bad ``split`` or a negative ``seed``.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split must be three positive fractions summing to 1, got {split}")
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.asarray(bunch.data, dtype=np.float64)
-    labels = np.asarray(bunch.target, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(images.shape[0])
-    images, labels = images[order], labels[order]
+    images, labels, rng, parts = _shuffled_digits(seed, split)
     if dequantize:
         images = images + rng.random(images.shape)
-    n = images.shape[0]
-    n_train = int(round(split[0] * n))
-    n_val = int(round(split[1] * n))
-    bounds = [0, n_train, n_train + n_val, n]
     x = torch.from_numpy(images).float()
     # float32 rounding can lift 16 + u (u just below 1) to exactly 17.0; keep [0, 17).
     x = x.clamp(max=float(np.nextafter(np.float32(NUM_LEVELS), np.float32(0))))
     y = torch.from_numpy(labels)
-    parts = [slice(bounds[i], bounds[i + 1]) for i in range(3)]
-    return DigitsSplit(
-        train=x[parts[0]].contiguous(), val=x[parts[1]].contiguous(),
-        test=x[parts[2]].contiguous(), train_labels=y[parts[0]], val_labels=y[parts[1]],
-        test_labels=y[parts[2]],
-    )
+    return DigitsSplit(**_parts(x, y, parts))
+
+
+def digits_images(
+    seed: int = 0, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> ImageSplit:
+    """The bundled digits as 8x8 images of integer levels 0..16, not dequantized.
+
+    The same shuffle and split as :func:`digits`: for equal arguments,
+    ``digits_images(seed).train.reshape(-1, 64)`` equals
+    ``digits(seed, dequantize=False).train``. Redraw the noise per batch with
+    :func:`ebflow_lite.data.dequantize`.
+
+    Args:
+        seed: seeds the shuffle.
+        split: fractions for train, validation and test; positive, summing to 1.
+
+    Returns:
+        An :class:`~ebflow_lite.data.ImageSplit` with ``num_levels=17`` and
+        ``event_shape=(1, 8, 8)``.
+
+    Raises:
+        ValueError: a bad ``split`` or a negative ``seed``.
+    """
+    images, labels, _, parts = _shuffled_digits(seed, split)
+    x = torch.from_numpy(images).float().reshape(-1, *IMAGE_SHAPE)
+    y = torch.from_numpy(labels)
+    return ImageSplit(**_parts(x, y, parts), num_levels=NUM_LEVELS, event_shape=IMAGE_SHAPE)
 
 
 def digits_preprocessing(alpha: float = 0.5, eps: float = 0.05) -> list[FlowLayer]:
@@ -120,4 +164,7 @@ def digits_preprocessing(alpha: float = 0.5, eps: float = 0.05) -> list[FlowLaye
     return image_preprocessing(NUM_LEVELS, alpha=alpha, eps=eps, event_shape=(DIM,))
 
 
-__all__ = ["DIM", "NUM_LEVELS", "DigitsSplit", "digits", "digits_preprocessing"]
+__all__ = [
+    "DIM", "IMAGE_SHAPE", "NUM_LEVELS", "DigitsSplit", "digits", "digits_images",
+    "digits_preprocessing",
+]
