@@ -102,3 +102,34 @@ def test_maximum_likelihood_does_compute_determinants():
     with OpRecorder() as recorder:
         ml(flow, x).backward()
     assert any("slogdet" in name for name in forbidden_ops(recorder.names))
+
+
+def _image_models() -> dict[str, EBFlow]:
+    """The paper's CNN model and a Glow-style multi-scale model at toy sizes."""
+    from ebflow_lite.models import cnn_flow, glow_flow
+
+    return {
+        "cnn": cnn_flow((1, 4, 4), kernel_size=3, n_blocks=2, seed=0),
+        "cnn_circular": cnn_flow((1, 4, 4), kernel_size=3, n_blocks=2,
+                                 padding_mode="circular", seed=0),
+        "glow": glow_flow((1, 4, 4), n_levels=2, depth=1, hidden=4, seed=0),
+    }
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "cnn_circular", "glow"])
+@pytest.mark.parametrize("objective", [ssm, dsm, fdssm], ids=["ssm", "dsm", "fdssm"])
+def test_image_models_train_by_score_matching_without_a_determinant(objective, model_name):
+    model = _image_models()[model_name]
+    x = torch.randn(8, 1, 4, 4)
+    with OpRecorder() as recorder:
+        objective(model, x).backward()
+    assert forbidden_ops(recorder.names) == set()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "glow"])
+def test_image_models_need_a_determinant_for_maximum_likelihood(model_name):
+    model = _image_models()[model_name]
+    with OpRecorder() as recorder:
+        ml(model, torch.randn(8, 1, 4, 4)).backward()
+    assert any("slogdet" in name for name in forbidden_ops(recorder.names))
