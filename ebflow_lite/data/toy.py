@@ -24,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from ebflow_lite.draws import draw
 from ebflow_lite.validation import check_batch
 
 TOY_DENSITIES: tuple[str, ...] = (
@@ -70,12 +71,12 @@ def gauss_legendre(lo: float, hi: float, n_panels: int, order: int = 8
 
 
 def _uniform(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=generator, dtype=torch.float64)
+    return draw("uniform", (n,), dtype=torch.float64, generator=generator).cpu()
 
 
 def _normal(n: int, generator: torch.Generator | None, dim: int = 1) -> torch.Tensor:
     shape = (n,) if dim == 1 else (n, dim)
-    return torch.randn(shape, generator=generator, dtype=torch.float64)
+    return draw("normal", shape, dtype=torch.float64, generator=generator).cpu()
 
 
 # ---------------------------------------------------------------------------- base class
