@@ -198,6 +198,11 @@ def cnn_flow(
         raise ValueError(f"cnn_flow: event_shape must be (C, H, W), got {event_shape!r}")
     check_positive_int(n_blocks, "n_blocks", "cnn_flow")
     check_positive_int(convs_per_block, "convs_per_block", "cnn_flow")
+    if shape[1] % 2 ** (n_blocks - 1) or shape[2] % 2 ** (n_blocks - 1):
+        raise ValueError(
+            f"cnn_flow: H and W must be divisible by 2 ** (n_blocks - 1) = {2**(n_blocks - 1)} "
+            f"(a squeeze between blocks), got event_shape={shape} with n_blocks={n_blocks}"
+        )
 
     def build() -> EBFlow:
         layers: list[FlowLayer] = []
@@ -259,6 +264,11 @@ def glow_flow(
     check_positive_int(n_levels, "n_levels", "glow_flow")
     check_positive_int(depth, "depth", "glow_flow")
     check_positive_int(hidden, "hidden", "glow_flow")
+    if shape[1] % 2**n_levels or shape[2] % 2**n_levels:
+        raise ValueError(
+            f"glow_flow: H and W must be divisible by 2 ** n_levels = {2**n_levels} (one "
+            f"squeeze per level), got event_shape={shape} with n_levels={n_levels}"
+        )
 
     def build() -> EBFlow:
         layers: list[FlowLayer | Split] = []
