@@ -59,9 +59,20 @@ _TIMINGS = pytest.StashKey[list]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "notebook_timeout",
-        "seconds that all the cells of one notebook may run together under nbval",
+        "seconds that all the cells of one notebook may run together under nbval (fast mode)",
         default="300",
     )
+    parser.addini(
+        "notebook_timeout_full",
+        "the same budget in full mode (EBFLOW_FAST unset), where chapters train for minutes",
+        default="3600",
+    )
+
+
+def notebook_timeout(config: pytest.Config) -> str:
+    """The per-notebook budget of the current run mode, in seconds."""
+    fast = bool(os.environ.get("EBFLOW_FAST"))
+    return config.getini("notebook_timeout" if fast else "notebook_timeout_full")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -104,7 +115,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
               else config.option.nbval_kernel_name or "the notebook's kernelspec")
     flag = "--nbval-lax" if config.option.nbval_lax else "--nbval"
     return (f"notebooks: nbval {flag}, kernel: {kernel}, {mode}, "
-            f"notebook_timeout: {config.getini('notebook_timeout')} s")
+            f"notebook_timeout: {notebook_timeout(config)} s")
 
 
 @dataclass
@@ -230,7 +241,7 @@ class MarkdownNotebook(IPyNbFile):
 
     def setup(self):
         self.started = time.perf_counter()
-        self.deadline = self.started + float(self.config.getini("notebook_timeout"))
+        self.deadline = self.started + float(notebook_timeout(self.config))
         super().setup()
 
     def teardown(self):
@@ -251,7 +262,7 @@ class MarkdownNotebook(IPyNbFile):
         tail = [text.strip() for text in traceback.splitlines() if text.strip()]
         if self.timed_out and getattr(cell, "notebook_budget_binds", False):
             what = (f"the notebook ran past its notebook_timeout of "
-                    f"{self.config.getini('notebook_timeout')} s")
+                    f"{notebook_timeout(self.config)} s")
         elif self.timed_out:
             what = f"the cell ran past --nbval-cell-timeout ({error})"
         elif str(error) == "Cell outputs differ":
