@@ -59,9 +59,18 @@ def plain_text(node: dict) -> str:
     return "".join(plain_text(child) for child in node.get("children", []))
 
 
+TEX_STYLE_COMMANDS = re.compile(r"\\(?:operatorname|mathrm|mathbf|mathit|mathsf|mathcal|"
+                                r"mathbb|boldsymbol|bm|text|textrm|textbf|textit)\s*\{([^{}]*)\}")
+TEX_SIZING = re.compile(r"\\(?:left|right|[bB]ig{1,2}[lr]?)\b|\\[,;:! ]|\\q?quad\b")
+
+
 def tex_words(tex: str) -> str:
-    """TeX as plain words: ``\\exp(-E(x))/Z`` becomes ``exp(-E(x))/Z``."""
-    return re.sub(r"\\([A-Za-z]+)", r"\1", tex).replace("{", "").replace("}", "")
+    """TeX as plain words: ``\\exp(-E(x))/Z`` becomes ``exp(-E(x))/Z``,
+    ``\\operatorname{tr} \\Sigma`` becomes ``tr Sigma``."""
+    text = TEX_STYLE_COMMANDS.sub(r"\1", tex)
+    text = TEX_SIZING.sub(" ", text)
+    text = re.sub(r"\\([A-Za-z]+)", r"\1", text).replace("{", "").replace("}", "")
+    return " ".join(text.split())
 
 
 def text_content(node: dict) -> str:
