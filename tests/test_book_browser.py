@@ -111,6 +111,61 @@ PAGE_PROBE_JS = r"""
 """
 
 
+# Clicks the page's contents link to each section in `ids`, from the top of the page; where
+# the section is afterwards.
+JUMP_JS = r"""
+(async (ids) => {
+  const links = [...document.querySelectorAll(".page-toc a")];
+  const root = document.documentElement;
+  const jumps = [];
+  for (const id of ids) {
+    window.scrollTo(0, 0);
+    const link = links.find(a => a.getAttribute("href") === "#" + encodeURIComponent(id)
+                                 || a.getAttribute("href") === "#" + id);
+    link.click();
+    await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+    jumps.push({id, hash: decodeURIComponent(location.hash.slice(1)),
+                top: document.getElementById(id).getBoundingClientRect().top,
+                atBottom: window.scrollY + window.innerHeight >= root.scrollHeight - 2});
+  }
+  return jumps;
+})
+"""
+
+# The layout at a phone's width: overflow, and how images are sized.
+NARROW_PROBE_JS = r"""
+(async () => {
+  const images = [...document.querySelectorAll("main img")];
+  await Promise.all(images.map(img => img.complete ? null :
+      new Promise(done => { img.onload = img.onerror = done; })));
+  const width = window.innerWidth, root = document.documentElement;
+  const wide = [];
+  if (root.scrollWidth > width) {
+    for (const node of document.querySelectorAll("body *")) {
+      const box = node.getBoundingClientRect();
+      if (box.width === 0 || box.right <= width + 1) { continue; }
+      let parent = node.parentElement, clipped = false;
+      while (parent && parent !== document.body) {
+        if (getComputedStyle(parent).overflowX !== "visible") { clipped = true; break; }
+        parent = parent.parentElement;
+      }
+      if (!clipped) {
+        wide.push(`${node.tagName.toLowerCase()}.${String(node.className).trim()
+                     .replace(/\s+/g, ".")} (right edge ${Math.round(box.right)} px)`);
+      }
+      if (wide.length >= 8) { break; }
+    }
+  }
+  return {width, scrollWidth: root.scrollWidth, wide,
+          images: images.map(img => {
+            const box = img.getBoundingClientRect();
+            return {src: img.getAttribute("src"), width: box.width, height: box.height,
+                    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+                    right: box.right};
+          })};
+})()
+"""
+
 
 def front_matter(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
@@ -288,10 +343,21 @@ def page_name(url: str) -> str:
 
 
 def visit(devtools: DevTools, url: str) -> dict:
-    """Load ``url``, return the page probe, save a screenshot."""
+    """Load ``url`` once and probe it: at 1280 px (the page probe; a click on each of its
+    contents links, in ``jumps``), then at 390 px (``narrow``); save both screenshots."""
     navigate(devtools, url)
     probe = devtools.evaluate(PAGE_PROBE_JS)
     screenshot(devtools, SCREENSHOT_DIR / f"{page_name(url)}.png", DESKTOP_WIDTH)
+    targets = [urllib.parse.unquote(href[1:]) for href in probe["pageToc"]
+               if href.startswith("#")]
+    probe["jumps"] = devtools.evaluate(f"({JUMP_JS})({json.dumps(targets)})") if targets else []
+    devtools.evaluate("window.scrollTo(0, 0)")
+    phone(devtools)
+    try:
+        probe["narrow"] = devtools.evaluate(NARROW_PROBE_JS)
+        screenshot(devtools, SCREENSHOT_DIR / "mobile" / f"{page_name(url)}.png", PHONE_WIDTH)
+    finally:
+        desktop(devtools)
     return probe
 
 
@@ -456,24 +522,7 @@ def test_search_finds_chapter_5(pages, site_url, browser):
     assert chapter in [href.split("#")[0] for href in hrefs][:10]
 
 
-# Clicks the page's contents link to section `id`; where the section is afterwards.
-JUMP_JS = r"""
-(async (id) => {
-  window.scrollTo(0, 0);
-  const link = [...document.querySelectorAll(".page-toc a")]
-      .find(a => a.getAttribute("href") === "#" + encodeURIComponent(id)
-                 || a.getAttribute("href") === "#" + id);
-  link.click();
-  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
-  const root = document.documentElement;
-  return {hash: decodeURIComponent(location.hash.slice(1)),
-          top: document.getElementById(id).getBoundingClientRect().top,
-          atBottom: window.scrollY + window.innerHeight >= root.scrollHeight - 2};
-})
-"""
-
-
-def test_page_contents_jump_to_their_sections(pages, site_url, browser):
+def test_page_contents_jump_to_their_sections(pages):
     for name, probe in pages.items():
         toc = probe["pageToc"]
         if re.match(r"(Chapter|Appendix) ", probe["chapterLabel"]) or name == API_PAGE:
@@ -484,9 +533,9 @@ def test_page_contents_jump_to_their_sections(pages, site_url, browser):
         assert all(href.startswith("#") for href in toc), f"{name}: contents {toc}"
         missing = [target for target in targets if target not in probe["ids"]]
         assert not missing, f"{name}: contents link to missing ids {missing}"
-        navigate(browser, site_url + name)
-        for target in targets:
-            jump = browser.evaluate(f"({JUMP_JS})({json.dumps(target)})")
+        assert [jump["id"] for jump in probe["jumps"]] == targets
+        for jump in probe["jumps"]:  # clicked in visit()
+            target = jump["id"]
             assert jump["hash"] == target, f"{name}: the link to #{target} set #{jump['hash']}"
             assert jump["top"] >= -2 and (jump["top"] <= 60 or jump["atBottom"]), (
                 f"{name}: after a click on its contents link, #{target} is at "
@@ -659,66 +708,33 @@ def test_colour_scheme_follows_the_system(pages, site_url, browser):
         browser.call("Emulation.setEmulatedMedia", features=[])
 
 
-NARROW_PROBE_JS = r"""
-(async () => {
-  const images = [...document.querySelectorAll("main img")];
-  await Promise.all(images.map(img => img.complete ? null :
-      new Promise(done => { img.onload = img.onerror = done; })));
-  const width = window.innerWidth, root = document.documentElement;
-  const wide = [];
-  if (root.scrollWidth > width) {
-    for (const node of document.querySelectorAll("body *")) {
-      const box = node.getBoundingClientRect();
-      if (box.width === 0 || box.right <= width + 1) { continue; }
-      let parent = node.parentElement, clipped = false;
-      while (parent && parent !== document.body) {
-        if (getComputedStyle(parent).overflowX !== "visible") { clipped = true; break; }
-        parent = parent.parentElement;
-      }
-      if (!clipped) {
-        wide.push(`${node.tagName.toLowerCase()}.${String(node.className).trim()
-                     .replace(/\s+/g, ".")} (right edge ${Math.round(box.right)} px)`);
-      }
-      if (wide.length >= 8) { break; }
-    }
-  }
-  return {width, scrollWidth: root.scrollWidth, wide,
-          images: images.map(img => {
-            const box = img.getBoundingClientRect();
-            return {src: img.getAttribute("src"), width: box.width, height: box.height,
-                    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
-                    right: box.right};
-          })};
-})()
-"""
-
-
 def test_phone_width_has_no_horizontal_scroll(pages, site_url, browser):
+    navigate(browser, site_url + "search.html")
     phone(browser)
     try:
-        problems = []
-        for name in [*pages, "search.html"]:
-            navigate(browser, site_url + name)
-            probe = browser.evaluate(NARROW_PROBE_JS)
-            screenshot(browser, SCREENSHOT_DIR / "mobile" / f"{page_name(name)}.png",
-                       PHONE_WIDTH, 8000)
-            if probe["scrollWidth"] > probe["width"]:
-                problems.append(f"{name}: {probe['scrollWidth']} px wide at {probe['width']} px:"
-                                f" {probe['wide']}")
-            for image in probe["images"]:
-                if not image["width"] or not image["naturalHeight"]:
-                    continue
-                shown = image["width"] / image["height"]
-                natural = image["naturalWidth"] / image["naturalHeight"]
-                if abs(shown - natural) > 0.02 * natural:
-                    problems.append(f"{name}: {image['src']} is distorted ({image['width']:.0f}"
-                                    f"x{image['height']:.0f} for {image['naturalWidth']}x"
-                                    f"{image['naturalHeight']})")
-                if image["right"] > probe["width"] + 1:
-                    problems.append(f"{name}: {image['src']} overflows the viewport")
-        assert not problems, f"at {PHONE_WIDTH} px:\n" + "\n".join(problems)
+        narrow = {name: probe["narrow"] for name, probe in pages.items()}
+        narrow["search.html"] = browser.evaluate(NARROW_PROBE_JS)
+        screenshot(browser, SCREENSHOT_DIR / "mobile" / "search.png", PHONE_WIDTH)
     finally:
         desktop(browser)
+    problems = []
+    for name, probe in narrow.items():
+        assert probe["width"] == PHONE_WIDTH
+        if probe["scrollWidth"] > probe["width"]:
+            problems.append(f"{name}: {probe['scrollWidth']} px wide at {probe['width']} px:"
+                            f" {probe['wide']}")
+        for image in probe["images"]:
+            if not image["width"] or not image["naturalHeight"]:
+                continue
+            shown = image["width"] / image["height"]
+            natural = image["naturalWidth"] / image["naturalHeight"]
+            if abs(shown - natural) > 0.02 * natural:
+                problems.append(f"{name}: {image['src']} is distorted ({image['width']:.0f}"
+                                f"x{image['height']:.0f} for {image['naturalWidth']}x"
+                                f"{image['naturalHeight']})")
+            if image["right"] > probe["width"] + 1:
+                problems.append(f"{name}: {image['src']} overflows the viewport")
+    assert not problems, f"at {PHONE_WIDTH} px:\n" + "\n".join(problems)
 
 
 def test_no_console_errors(pages, browser):
