@@ -98,9 +98,9 @@ def documented_modules(package: str = "ebflow_lite") -> list[tuple[ModuleType, b
         value = getattr(root, name)
         if inspect.ismodule(value):
             ordered.setdefault(value.__name__, (value, False))
-    found = pkgutil.walk_packages(root.__path__, prefix=package + ".",
-                                  onerror=lambda name: None)
-    infos = sorted(found, key=lambda info: info.name)
+    # a subpackage that fails to import fails the build below (import_module), loudly
+    infos = sorted(pkgutil.walk_packages(root.__path__, prefix=package + "."),
+                   key=lambda info: info.name)
     for info in infos:
         if info.ispkg and not any(part.startswith("_") for part in info.name.split(".")):
             ordered.setdefault(info.name, (importlib.import_module(info.name), False))
@@ -162,6 +162,12 @@ class ApiReference:
             if isinstance(init, pdoc.doc.Function):
                 signature = pdoc.render_helpers.format_signature(init.signature_without_self,
                                                                  colon=False)
+            else:  # no __init__ pdoc knows of: the signature Python reports, if any
+                try:
+                    signature = pdoc.render_helpers.format_signature(
+                        inspect.signature(doc.obj), colon=False)
+                except (TypeError, ValueError):
+                    pass
             entry = ApiEntry(qualname=qualname, name=doc.name, kind="class",
                              signature=signature, doc_html=doc_html, summary=summary)
             for member in doc.own_members:

@@ -121,6 +121,10 @@ def notebook_downloads(page: dict, out_dir: Path) -> list[dict]:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+    title = page["frontmatter"].get("title")
+    first = notebook.cells[0].source.lstrip() if notebook.cells else ""
+    if title and not first.startswith("# "):  # the title lives in the front matter only
+        notebook.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}"))
     nbformat.validate(notebook)
     downloads = out_dir / "_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
