@@ -1,10 +1,12 @@
 # EBFlow book and ebflow_lite: one-command entry points. Run `make help`.
 #
-#   make venv          .venv with the CPU build of PyTorch, ebflow_lite[test,book], KaTeX assets
+#   make venv          .venv with the CPU build of PyTorch, ebflow_lite[test,book], npm assets
 #   make test          library tests + every notebook (chapters/, exercises/) in fast mode
 #   make book          the book (HTML _build/html, PDF exports/ebflow-book.pdf), full mode
 #   make book FAST=1   the same in fast mode (EBFLOW_FAST=1), as CI does
-#   make browser-test  checks the built HTML in headless Chromium (installs it if missing)
+#   make browser-test  checks the built HTML in headless Chromium and the PDF with poppler
+#                      (installs both if missing); screenshots in _build/screenshots,
+#                      PDF chapter pages in _build/pdf-pages
 #   make lint          ruff
 #   make clean         removes build outputs; `make distclean` also .venv and node_modules
 
@@ -20,7 +22,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 VENV_STAMP := $(VENV)/.ebflow-venv-stamp
-KATEX_CSS := node_modules/katex/dist/katex.min.css
+# npm packages of the offline site (package.json): KaTeX's CSS and fonts, minisearch
+NPM_STAMP := node_modules/.ebflow-npm-stamp
 
 # FAST=1 (or EBFLOW_FAST=1 in the environment) selects fast mode for `make book`.
 ifeq ($(FAST),1)
@@ -36,7 +39,7 @@ endif
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
 
-venv: $(VENV_STAMP) $(KATEX_CSS) fashion-mnist
+venv: $(VENV_STAMP) $(NPM_STAMP) fashion-mnist
 
 $(VENV_STAMP): pyproject.toml
 	@if [[ ! -x "$(PY)" ]]; then echo "make venv: creating $(VENV)"; python3 -m venv "$(VENV)"; fi
@@ -61,7 +64,7 @@ fashion-mnist:
 	  fi; \
 	fi
 
-$(KATEX_CSS): package.json
+$(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund
 	touch "$@"
 
@@ -74,11 +77,15 @@ book: venv
 	$(BOOK_ENV) VENV="$(abspath $(VENV))" scripts/build_book.sh
 
 browser-test: venv
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  echo "make browser-test: installing Debian's chromium"; \
-	  apt-get update && apt-get install -y chromium; \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v pdftoppm >/dev/null 2>&1 || missing="$$missing poppler-utils"; \
+	if [[ -n "$$missing" ]]; then \
+	  echo "make browser-test: installing Debian's$$missing"; \
+	  apt-get update && apt-get install -y $$missing; \
 	fi
-	@rc=0; "$(VENV)/bin/pytest" -m browser tests/test_book_browser.py || rc=$$?; \
+	@rc=0; "$(VENV)/bin/pytest" -m browser tests/test_book_browser.py tests/test_book_pdf.py \
+	  || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "make browser-test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 

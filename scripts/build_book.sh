@@ -13,7 +13,9 @@
 #   differs from the last build's, so switching FAST <-> full really re-executes;
 # * starts its own jupyter_server (mystmd would start one and leak it), with the venv on PATH
 #   so kernels run the venv python and inherit EBFLOW_FAST, and stops it on any exit;
-# * runs `myst build --execute --strict`, so a failing cell fails the build (exit 1).
+# * runs `myst build --execute --strict`, so a failing cell fails the build (exit 1);
+# * checks that the site template wrote the HTML, search and API reference pages, whatever
+#   mystmd's exit status says about the template's render command.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,12 +102,26 @@ export JUPYTER_BASE_URL="http://127.0.0.1:$PORT"
 export JUPYTER_TOKEN="$TOKEN"
 
 [[ -n "${EBFLOW_BOOK_PDF:-}" ]] && rm -f "$PDF_OUT"   # mystmd exits 0 when typst fails
+BUILDS_HTML=""
+for flag in ${STEPS[*]}; do [[ "$flag" == "--html" || "$flag" == "--all" ]] && BUILDS_HTML=1; done
+# the theme writes the site from scratch: a failed render must not leave an older site behind
+[[ -n "$BUILDS_HTML" ]] && rm -rf _build/html
 START=$SECONDS
 for step in "${STEPS[@]}"; do
     echo "build_book: $MODE mode: myst build $step --execute --strict"
     # shellcheck disable=SC2086  # a step may hold several flags
     myst build $step --execute --strict
 done
+if [[ -n "$BUILDS_HTML" ]]; then
+    # the theme's own pages (theme/render_site.py) besides the book's
+    for page in index.html search.html api-reference.html _static/search-documents.js; do
+        if [[ ! -f "_build/html/$page" ]]; then
+            echo "build_book: the site template did not write _build/html/$page" \
+                 "(see the render_site messages above)" >&2
+            exit 1
+        fi
+    done
+fi
 if [[ -n "${EBFLOW_BOOK_PDF:-}" ]]; then
     if [[ ! -f "$PDF_OUT" ]]; then
         echo "build_book: myst did not write $PDF_OUT" >&2

@@ -38,6 +38,13 @@ PROOF_TITLES = {"proof": "Proof", "axiom": "Axiom", "theorem": "Theorem", "lemma
 # Nodes whose html_id names *another* node (a target elsewhere): never an anchor here.
 REFERENCE_TYPES = {"crossReference", "captionNumber", "link", "cite", "footnoteReference"}
 SILENT_TYPES = {"comment", "mystComment"}
+# Nodes after which the search text gets a space (words of two blocks must not run together).
+BLOCK_TYPES = {"paragraph", "heading", "listItem", "tableCell", "definitionTerm",
+               "definitionDescription", "caption", "admonitionTitle", "blockquote", "math",
+               "code", "container", "block"}
+# A text/plain fallback that only names the object (matplotlib's "<Figure size 900x600 with
+# 6 Axes>", "<matplotlib...>"): never an image's alt text.
+OBJECT_REPR = re.compile(r"^\s*<.*>\s*$", flags=re.S)
 _CODE_FORMATTER = HtmlFormatter(cssclass="highlight", wrapcode=True)
 
 
@@ -50,6 +57,42 @@ def plain_text(node: dict) -> str:
     if "value" in node and node.get("type") in ("text", "inlineCode"):
         return node["value"]
     return "".join(plain_text(child) for child in node.get("children", []))
+
+
+TEX_STYLE_COMMANDS = re.compile(r"\\(?:operatorname|mathrm|mathbf|mathit|mathsf|mathcal|"
+                                r"mathbb|boldsymbol|bm|text|textrm|textbf|textit)\s*\{([^{}]*)\}")
+TEX_SIZING = re.compile(r"\\(?:left|right|[bB]ig{1,2}[lr]?)\b|\\[,;:! ]|\\q?quad\b")
+
+
+def tex_words(tex: str) -> str:
+    """TeX as plain words: ``\\exp(-E(x))/Z`` becomes ``exp(-E(x))/Z``,
+    ``\\operatorname{tr} \\Sigma`` becomes ``tr Sigma``."""
+    text = TEX_STYLE_COMMANDS.sub(r"\1", tex)
+    text = TEX_SIZING.sub(" ", text)
+    text = re.sub(r"\\([A-Za-z]+)", r"\1", text).replace("{", "").replace("}", "")
+    return " ".join(text.split())
+
+
+def text_content(node: dict) -> str:
+    """Readable text of a node: its text, code and math (TeX with the backslashes dropped),
+    without caption numbers, footnote marks and comments; whitespace collapsed."""
+    parts: list[str] = []
+
+    def visit(item: dict) -> None:
+        kind = item.get("type")
+        if kind in ("captionNumber", "footnoteReference", "comment", "mystComment"):
+            return
+        if kind in ("text", "inlineCode"):
+            parts.append(item.get("value", ""))
+        elif kind in ("inlineMath", "math"):
+            parts.append(tex_words(item.get("value", "")))
+        for child in item.get("children", []):
+            visit(child)
+        if kind in BLOCK_TYPES:
+            parts.append(" ")
+
+    visit(node)
+    return " ".join("".join(parts).split())
 
 
 def tag(name: str, body: str | Markup = "", **attrs: object) -> Markup:
@@ -78,6 +121,11 @@ class PageRenderer:
         self.c = components
         self.used_ids: set[str] = set()
         self.footnotes: list[tuple[str, str, Markup]] = []
+        # (depth, id, rendered title, plain title) of the page's headings ("on this page")
+        self.headings: list[tuple[int, str, Markup, str]] = []
+        self._heading_ids: dict[int, str] = {}   # id(heading node) -> its HTML id
+        self._figure_alts: list[str] = []        # captions of the figures being rendered
+        self.images_without_caption = 0
 
     # -- plumbing -------------------------------------------------------------------------
     def render_page(self) -> Markup:
@@ -184,17 +232,12 @@ class PageRenderer:
         return bool(blocks) and blocks[-1].get("type") == "heading" and \
             plain_text(blocks[-1]).strip().lower() in ("references", "bibliography")
 
-    def source_download(self) -> tuple[str, str] | None:
-        """(relative URL, file name) of the page's notebook source, for notebooks only."""
-        if "kernelspec" not in self.page["frontmatter"]:
-            return None
-        for export in self.page["frontmatter"].get("exports", []):
-            if export.get("format") == "md" and export.get("url"):
-                try:
-                    return self.asset(export["url"]), export.get("filename", "source.md")
-                except (OSError, FileNotFoundError) as error:
-                    warn(f"no source download for {self.entry.slug}: {error}")
-        return None
+    def page_toc(self, max_depth: int = 3) -> list[tuple[int, str, Markup]]:
+        """(depth, id, title) of the headings for the page's "on this page" contents."""
+        # the title once more, without ids (they are the heading's) and links (no nesting)
+        return [(depth, html_id,
+                 Markup(re.sub(r"</?a\b[^>]*>", "", re.sub(r'\sid="[^"]*"', "", str(body)))))
+                for depth, html_id, body, _ in self.headings if depth <= max_depth]
 
     # -- structure ------------------------------------------------------------------------
     def node_root(self, node: dict) -> Markup:
@@ -210,7 +253,12 @@ class PageRenderer:
 
     def node_heading(self, node: dict) -> Markup:
         depth = min(max(int(node.get("depth", 2)), 2), 6)
-        return self.c.heading(level=depth, id=self.claim_id(node), body=self.children(node))
+        html_id = self.claim_id(node)
+        body = self.children(node)
+        if html_id:
+            self.headings.append((depth, html_id, body, text_content(node)))
+            self._heading_ids[id(node)] = html_id
+        return self.c.heading(level=depth, id=html_id, body=body)
 
     def node_text(self, node: dict) -> Markup:
         return escape(node.get("value", ""))
@@ -434,8 +482,7 @@ class PageRenderer:
                     content = entry.get("content", "")
                     src = (f"data:{mime};base64,{content}" if mime != "image/svg+xml" else
                            "data:image/svg+xml;charset=utf-8," + content.replace("#", "%23"))
-                alt = bundle.get("text/plain", {}).get("content", "output figure")
-                return self.c.output_image(src=src, alt=alt)
+                return self.c.output_image(src=src, alt=self.image_alt(bundle))
             if mime == "text/html":
                 return self.c.output_html(html=Markup(self.mime_value(entry)))
             if mime == "text/markdown":
@@ -462,11 +509,17 @@ class PageRenderer:
         kind = node.get("kind", "figure")
         parts = []
         caption = Markup("")
-        for child in node.get("children", []):
-            if child.get("type") == "caption":
-                caption += self.render(child)
-            else:
-                parts.append(self.render(child))
+        captions = [child for child in node.get("children", []) if child.get("type") == "caption"]
+        alt = " ".join(text_content(child) for child in captions).strip()
+        self._figure_alts.append(alt or self._label_alt(node))
+        try:
+            for child in node.get("children", []):
+                if child.get("type") == "caption":
+                    caption += self.render(child)
+                else:
+                    parts.append(self.render(child))
+        finally:
+            self._figure_alts.pop()
         caption_first = kind == "table"
         return self.c.figure(id=self.claim_id(node), kind=kind, body=Markup("").join(parts),
                              caption=caption, caption_first=caption_first,
@@ -495,9 +548,30 @@ class PageRenderer:
             src = url
         else:
             src = self.asset(url)
-        return self.c.image(src=src, alt=node.get("alt") or node.get("title") or "",
+        alt = node.get("alt") or node.get("title") or self.image_alt({})
+        return self.c.image(src=src, alt=alt,
                             width=node.get("width"), align=node.get("align"),
                             title=node.get("title"))
+
+    def image_alt(self, bundle: dict) -> str:
+        """Alt text of an image: the caption of the figure it is in, else a text/plain
+        description that is not an object repr, else a description by position."""
+        for alt in reversed(self._figure_alts):
+            if alt:
+                return alt
+        plain = bundle.get("text/plain", {})
+        text = plain.get("content", "") if isinstance(plain, dict) else str(plain)
+        if text.strip() and not OBJECT_REPR.match(text):
+            return " ".join(text.split())[:300]
+        self.images_without_caption += 1
+        section = self.headings[-1][3] if self.headings else None
+        where = f"section \u201c{section}\u201d of " if section else ""
+        return f"Figure produced by the code above ({where}{self.entry.title})"
+
+    @staticmethod
+    def _label_alt(node: dict) -> str:
+        label = node.get("label") or node.get("identifier") or ""
+        return re.sub(r"^(fig|figure|tbl|table)[-_:]", "", label).replace("-", " ").strip()
 
     def node_iframe(self, node: dict) -> Markup:
         return tag("a", node.get("src", ""), href=node.get("src", ""), class_="external")
@@ -581,6 +655,46 @@ class PageRenderer:
 
     def node_si(self, node: dict) -> Markup:
         return escape(node.get("value") or plain_text(node))
+
+
+def search_sections(renderer: PageRenderer, page_title: str) -> list[dict]:
+    """The page's text, split at its headings: one search document per section.
+
+    Each section has its heading's id (None before the first heading), its title, its prose
+    (text and inline code of everything but cell outputs, which are logs, numbers and
+    figures) and the source of its code cells. Removed content is left out."""
+    sections = [{"id": None, "title": page_title, "text": [], "code": []}]
+
+    def visit(node: dict) -> None:
+        kind = node.get("type")
+        if node.get("visibility") == "remove" or kind in SILENT_TYPES or kind == "outputs":
+            return
+        if kind == "heading":
+            sections.append({"id": renderer._heading_ids.get(id(node)),
+                             "title": text_content(node), "text": [], "code": []})
+            return
+        if kind == "code":
+            sections[-1]["code"].append(node.get("value", ""))
+            return
+        if kind in ("text", "inlineCode"):
+            sections[-1]["text"].append(node.get("value", ""))
+        elif kind == "inlineMath":
+            sections[-1]["text"].append(tex_words(node.get("value", "")))
+        for child in node.get("children", []):
+            visit(child)
+        if kind in BLOCK_TYPES:
+            sections[-1]["text"].append(" ")
+
+    visit(renderer.page["mdast"])
+    result = []
+    for section in sections:
+        text = " ".join("".join(section["text"]).split())
+        code = "\n".join(section["code"])
+        if section["id"] is None and not text and not code:
+            continue
+        result.append({"id": section["id"], "title": section["title"], "text": text,
+                       "code": code})
+    return result
 
 
 def markdown_to_html(text: str) -> str:

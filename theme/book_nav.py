@@ -25,6 +25,7 @@ class NavEntry:
     short_title: str
     part: str | None
     number: str | None = None  # "3" or "A" or None
+    generated: bool = False    # a page the theme makes (API reference, search), not in myst.yml
 
     @property
     def html_name(self) -> str:
