@@ -8,14 +8,19 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ebflow_lite.validation import ArgumentTypeError, check_module, check_real
+
 
 class EMA:
     """Shadow parameters ``theta~ <- m theta~ + (1 - m) theta`` updated after every step.
 
     With ``warmup=True`` the momentum at the n-th update (n = 0, 1, ...) is
-    ``m_n = min(decay, (1 + n) / (10 + n))``, so early averages are not dominated by the
-    random initial weights. Only parameters are averaged; buffers (such as ActNorm's
-    ``initialized`` flag) are left alone.
+    ``m_n = min(decay, (2 + n) / (11 + n))``, so early averages are not dominated by the
+    random initial weights. This is ``(1 + k) / (10 + k)`` with ``k = n + 1`` the number of
+    updates *including* this one, as in the score-SDE code the paper uses (which increments
+    its counter before computing the momentum): the first momentum is 2/11. Only
+    parameters are averaged; buffers (such as ActNorm's ``initialized`` flag) are left
+    alone.
 
     Typical use::
 
@@ -36,9 +41,8 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
-        self.decay = float(decay)
+        check_module(model, "EMA")
+        self.decay = check_real(decay, "decay", "EMA", low=0.0, high=1.0, high_open=True)
         self.warmup = bool(warmup)
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {
@@ -51,9 +55,10 @@ class EMA:
         if not self.warmup:
             return self.decay
         n = self.num_updates
-        return min(self.decay, (1.0 + n) / (10.0 + n))
+        return min(self.decay, (2.0 + n) / (11.0 + n))
 
     def _params(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        check_module(model, "EMA")
         params = dict(model.named_parameters())
         if params.keys() != self.shadow.keys():
             missing = sorted(set(self.shadow) ^ set(params))
@@ -113,13 +118,33 @@ class EMA:
             "shadow": {k: v.clone() for k, v in self.shadow.items()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def check_state_dict(self, state: object) -> None:
+        """Raise ValueError unless ``state`` is an EMA state for the tracked parameters (the
+        same names and shapes); nothing is changed."""
+        where = "EMA.load_state_dict"
+        if not isinstance(state, dict):
+            raise ArgumentTypeError(f"{where}: expected a dict, got {type(state).__name__}")
         missing = {"decay", "warmup", "num_updates", "shadow"} - set(state)
         if missing:
-            raise ValueError(f"EMA.load_state_dict: missing keys {sorted(missing)}")
-        if set(state["shadow"]) != set(self.shadow):
-            raise ValueError("EMA.load_state_dict: the saved parameters differ from the tracked")
+            raise ValueError(f"{where}: missing keys {sorted(missing)}")
+        shadow = state["shadow"]
+        if not isinstance(shadow, dict) or set(shadow) != set(self.shadow):
+            raise ValueError(f"{where}: the saved parameters differ from the tracked")
+        wrong = [f"{k}: saved {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v)}, "
+                 f"tracked {tuple(self.shadow[k].shape)}" for k, v in shadow.items()
+                 if not isinstance(v, torch.Tensor) or v.shape != self.shadow[k].shape]
+        if wrong:
+            raise ValueError(f"{where}: the saved parameters differ from the tracked in shape "
+                             f"({'; '.join(wrong[:3])})")
+        check_real(state["decay"], "decay", where, low=0.0, high=1.0, high_open=True)
+        count = state["num_updates"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{where}: num_updates must be an int >= 0, got {count!r}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (checked first: a state that does not
+        fit leaves the EMA unchanged)."""
+        self.check_state_dict(state)
         self.decay = float(state["decay"])
         self.warmup = bool(state["warmup"])
         self.num_updates = int(state["num_updates"])

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+import warnings
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ebflow_lite import validation
 from ebflow_lite.autodiff import energy_and_grad
 from ebflow_lite.layers.base import FlowLayer, LinearFlowLayer
 from ebflow_lite.layers.reshape import Split
 from ebflow_lite.prior import StandardNormal, standard_normal_log_prob
 from ebflow_lite.validation import (
+    ArgumentTypeError,
     Shape,
     as_event_shape,
     check_batch,
+    check_finite_parameters,
+    check_generator,
     check_same_device,
     check_shape,
     numel,
@@ -80,6 +86,11 @@ class EBFlow(nn.Module):
         keep_in_energy: Sequence[type | nn.Module] = (),
     ) -> None:
         super().__init__()
+        for name, value in (("layers", layers), ("preprocessing", preprocessing)):
+            if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Iterable):
+                raise ArgumentTypeError(
+                    f"EBFlow: {name} must be a list of layers, got {type(value).__name__}"
+                )
         layers = list(layers)
         preprocessing = list(preprocessing)
         for layer in layers:
@@ -116,8 +127,8 @@ class EBFlow(nn.Module):
         self.prior = prior if prior is not None else StandardNormal()
         self._keep_in_energy = self._resolve_keep_in_energy(keep_in_energy)
         self._resolve_shapes(as_event_shape(event_shape))
-        # (snapshot of the linear layers' parameters, log Z computed from them)
-        self._log_z_cache: tuple[list[torch.Tensor], torch.Tensor] | None = None
+        # (snapshot of what the linear layers' log-dets depend on, log Z computed from it)
+        self._log_z_cache: tuple[list[torch.Tensor], list, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ construction
     def _resolve_keep_in_energy(self, keep: Sequence[type | nn.Module]) -> list[bool]:
@@ -274,14 +285,49 @@ class EBFlow(nn.Module):
     def _linear_parameters(self) -> list[torch.Tensor]:
         return [p for layer in self.linear_layers() for p in layer.parameters()]
 
-    def _cache_is_valid(self, params: list[torch.Tensor]) -> bool:
+    def _log_z_key(self) -> tuple[list[torch.Tensor], list]:
+        """What the log-dets of the layers in S_l depend on: their parameters and buffers
+        (e.g. LUDense's ``sign``), and their plain attributes (e.g. Affine's ``scale``)."""
+        tensors: list[torch.Tensor] = []
+        plain: list = []
+        for layer in self.linear_layers():
+            for module in layer.modules():
+                tensors.extend(module.parameters(recurse=False))
+                tensors.extend(module.buffers(recurse=False))
+                plain.append(tuple((k, v) for k, v in vars(module).items()
+                                   if not k.startswith("_") and k != "training"
+                                   and _is_plain(v)))
+        return tensors, plain
+
+    def _cache_is_valid(self, tensors: list[torch.Tensor], plain: list) -> bool:
         if self._log_z_cache is None:
             return False
-        snapshot = self._log_z_cache[0]
-        return len(snapshot) == len(params) and all(
+        snapshot, saved_plain, _ = self._log_z_cache
+        return saved_plain == plain and len(snapshot) == len(tensors) and all(
             s.shape == p.shape and s.dtype == p.dtype and s.device == p.device
             and torch.equal(s, p)
-            for s, p in zip(snapshot, params, strict=True)
+            for s, p in zip(snapshot, tensors, strict=True)
+        )
+
+    def _warn_if_not_finite(self, value: torch.Tensor) -> None:
+        """Warn, naming the layers, when log Z is NaN or inf (one device synchronisation)."""
+        if not validation.CHECK_FINITE or bool(torch.isfinite(value)):
+            return
+        culprits = []
+        with torch.no_grad():
+            for i, (layer, shape, flag) in enumerate(zip(
+                    self.layers, self._layer_shapes, self._log_z_flags, strict=True)):
+                if flag:
+                    logdet = float(layer.logabsdet(shape))
+                    if not math.isfinite(logdet):
+                        why = ("its parameters are not finite" if math.isnan(logdet) else
+                               "a singular matrix" if logdet < 0 else "an overflowing matrix")
+                        culprits.append(f"layer {i} ({type(layer).__name__}) has "
+                                        f"log|det| = {logdet} ({why})")
+        detail = "; ".join(culprits) if culprits else "the log-dets overflow when summed"
+        warnings.warn(
+            f"EBFlow.log_z: log Z is {float(value)}: {detail}; log_prob is not finite either",
+            RuntimeWarning, stacklevel=3,
         )
 
     def _sum_linear_logabsdets(self) -> torch.Tensor:
@@ -296,20 +342,26 @@ class EBFlow(nn.Module):
     def log_z(self) -> torch.Tensor:
         """``log Z = -sum over S_l of log|det J|`` (a scalar).
 
-        The value is cached and reused until a parameter of a layer in S_l changes value (an
-        optimizer step, ``load_state_dict``, an EMA swap, a ``.to(dtype)``): the cache keeps a
-        copy of those parameters and compares it, O(D^2), with the current ones. When
-        gradients are being recorded and the parameters require them, it is recomputed so
-        that ML training can differentiate it.
+        The value is cached and reused until something it depends on changes: a parameter
+        or buffer of a layer in S_l (an optimizer step, ``load_state_dict``, an EMA swap, a
+        ``.to(dtype)``, an edit of LUDense's ``sign``) or a plain attribute of one (Affine's
+        ``scale``). The cache keeps a copy of those and compares it, O(D^2), with the current
+        ones. When gradients are being recorded and the parameters require them, it is
+        recomputed so that ML training can differentiate it. A NaN or infinite log Z (a
+        singular matrix) raises a ``RuntimeWarning`` that names the layer.
         """
         params = self._linear_parameters()
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return -self._sum_linear_logabsdets()
-        if not self._cache_is_valid(params):
+            value = -self._sum_linear_logabsdets()
+            self._warn_if_not_finite(value.detach())
+            return value
+        tensors, plain = self._log_z_key()
+        if not self._cache_is_valid(tensors, plain):
             with torch.no_grad():
                 value = -self._sum_linear_logabsdets()
-            self._log_z_cache = ([p.detach().clone() for p in params], value)
-        return self._log_z_cache[1].clone()  # type: ignore[index]
+            self._log_z_cache = ([t.detach().clone() for t in tensors], plain, value)
+            self._warn_if_not_finite(value)
+        return self._log_z_cache[2].clone()  # type: ignore[index]
 
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -397,30 +449,58 @@ class EBFlow(nn.Module):
             through_preprocessing: return data space (else model space).
             temperature: the latent's standard deviation T (> 0).
             generator: a ``torch.Generator`` for reproducible draws.
+
+        Raises:
+            ValueError: a bad argument, parameters that hold NaN or inf, or a temperature so
+                large that the latents overflow. Samples that come out NaN or inf (the
+                inverse overflowed) raise a ``RuntimeWarning`` that counts them.
         """
         if not self.latent_shapes:
             raise ValueError(
                 "sample() needs the event shape: build the model with event_shape=... or a "
                 "layer that declares its feature dimension"
             )
-        if isinstance(n, bool) or not isinstance(n, (int, tuple, list, torch.Size)):
-            raise ValueError(f"n must be an int or a tuple of ints, got {n!r}")
-        sample_shape = (n,) if isinstance(n, int) else tuple(n)
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sample_shape):
+        if isinstance(n, bool) or not isinstance(n, (numbers.Integral, tuple, list, torch.Size)):
+            raise ArgumentTypeError(f"n must be an int or a tuple of ints, got {n!r}")
+        sample_shape = (n,) if isinstance(n, numbers.Integral) else tuple(n)
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in sample_shape):
+            raise ArgumentTypeError(f"n must be an int or a tuple of ints, got {n!r}")
+        sample_shape = tuple(int(s) for s in sample_shape)
+        if any(s < 1 for s in sample_shape):
             raise ValueError(f"n must be positive, got {n}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
                 math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+        check_generator(generator, "EBFlow.sample")
+        check_finite_parameters(self, "EBFlow.sample")
         total = math.prod(sample_shape)
         dtype, device = self._reference()
         latents = self.prior.sample(total, self.latent_shapes, float(temperature), dtype=dtype,
                                     device=device, generator=generator)
+        if validation.CHECK_FINITE and not all(bool(torch.isfinite(u).all()) for u in latents):
+            raise ValueError(
+                f"EBFlow.sample: temperature={float(temperature):g} is too large for {dtype}: "
+                "the latents overflow to inf"
+            )
         x = self.inverse(latents, through_preprocessing=through_preprocessing)
+        if validation.CHECK_FINITE and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+            warnings.warn(
+                f"EBFlow.sample: {bad} of {total} samples are NaN or inf (the inverse "
+                f"overflows; temperature={float(temperature):g})", RuntimeWarning, stacklevel=3,
+            )
         return x.reshape(*sample_shape, *x.shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Alias of :meth:`log_prob`, so ``model(x)`` is the data-space log-density."""
         return self.log_prob(x)
+
+
+def _is_plain(value: object) -> bool:
+    """A plain attribute value that may enter a log-det (numbers, strings, tuples of them)."""
+    if isinstance(value, tuple):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 __all__ = ["EBFlow", "standard_normal_log_prob"]

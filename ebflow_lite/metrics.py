@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from ebflow_lite.validation import check_batch
+from ebflow_lite.validation import (
+    ArgumentTypeError,
+    check_batch,
+    check_finite_parameters,
+    check_generator,
+    check_method,
+    check_positive_int,
+    check_real,
+    model_event_shape,
+)
 
 
 def nll(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
@@ -27,9 +36,10 @@ def nll(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
     References:
         Chao et al., NeurIPS 2023, Table 2 (NLL in nats on the dequantized scale).
     """
-    check_batch(x, where="nll")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_method(model, "log_prob", "nll", signature="log_prob(x) -> (B,)")
+    check_batch(x, model_event_shape(model), where="nll", nonempty=True)
+    batch_size = check_positive_int(batch_size, "batch_size", "nll")
+    check_finite_parameters(model, "nll")
     was_training = model.training
     model.eval()
     total = 0.0
@@ -51,11 +61,32 @@ def bits_per_dim(nll_nats: float, dim: int) -> float:
     References:
         Chao et al., NeurIPS 2023, Table 2.
     """
-    if dim < 1:
-        raise ValueError(f"dim must be positive, got {dim}")
-    if not math.isfinite(nll_nats):
-        raise ValueError(f"nll_nats must be finite, got {nll_nats}")
+    dim = check_positive_int(dim, "dim", "bits_per_dim")
+    nll_nats = check_real(nll_nats, "nll_nats", "bits_per_dim")
     return nll_nats / (dim * math.log(2.0))
+
+
+def _check_divergence_arguments(
+    target: object, model: nn.Module, n: object, generator: object, what: str,
+    target_methods: tuple[str, ...], model_methods: tuple[str, ...],
+) -> int:
+    for method in target_methods:
+        _need(target, method, what)
+    if not any(callable(getattr(model, m, None)) for m in model_methods):
+        raise ArgumentTypeError(
+            f"{what}: the model must have a {' or '.join(f'{m}(x)' for m in model_methods)} "
+            f"method, got {type(model).__name__}"
+        )
+    n = check_positive_int(n, "n", what)
+    check_generator(generator, what)
+    check_finite_parameters(model, what)
+    return n
+
+
+def _target_sample(target: object, n: int, generator: object, what: str) -> torch.Tensor:
+    x = target.sample(n, generator=generator)  # type: ignore[attr-defined]
+    check_batch(x, where=f"{what}: the target's samples", nonempty=True)
+    return x
 
 
 def _need(target: object, method: str, what: str) -> None:
@@ -87,11 +118,9 @@ def kl_divergence(
     References:
         Chao et al., NeurIPS 2023, Table 1 (KL on 2-D densities).
     """
-    _need(target, "sample", "kl_divergence")
-    _need(target, "log_prob", "kl_divergence")
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    x = target.sample(n, generator=generator)  # type: ignore[attr-defined]
+    n = _check_divergence_arguments(target, model, n, generator, "kl_divergence",
+                                    ("sample", "log_prob"), ("log_prob",))
+    x = _target_sample(target, n, generator, "kl_divergence")
     was_training = model.training
     model.eval()
     try:
@@ -150,11 +179,9 @@ def fisher_divergence(
         Hyvarinen, "Estimation of Non-Normalized Statistical Models by Score Matching",
         JMLR 2005; Chao et al., NeurIPS 2023, Table 1.
     """
-    _need(target, "sample", "fisher_divergence")
-    _need(target, "score", "fisher_divergence")
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    x = target.sample(n, generator=generator)  # type: ignore[attr-defined]
+    n = _check_divergence_arguments(target, model, n, generator, "fisher_divergence",
+                                    ("sample", "score"), ("score", "log_prob", "energy"))
+    x = _target_sample(target, n, generator, "fisher_divergence")
     param = next(model.parameters(), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
@@ -168,41 +195,18 @@ def fisher_divergence(
     return float(0.5 * ((s_p - s_q) ** 2).sum(1).double().mean())
 
 
-def _student_t_cdf(t: float, df: int, panels: int = 4000) -> float:
-    """The Student-t CDF at ``t >= 0`` by Simpson's rule on the density over ``[0, t]``."""
-    log_norm = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2)
-                - 0.5 * math.log(df * math.pi))
-    u = torch.linspace(0.0, t, panels + 1, dtype=torch.float64)
-    pdf = torch.exp(log_norm - (df + 1) / 2 * torch.log1p(u * u / df))
-    weights = torch.ones(panels + 1, dtype=torch.float64)
-    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
-    return 0.5 + float((weights * pdf).sum()) * (t / panels) / 3
+def student_t_quantile(p: float, df: float) -> float:
+    """The ``p``-quantile (``0 < p < 1``) of Student's t with ``df > 0`` degrees of freedom.
 
-
-def student_t_quantile(p: float, df: int) -> float:
-    """The ``p``-quantile (``0.5 <= p < 1``) of Student's t with ``df`` degrees of freedom.
-
-    Without scipy: for ``df <= 200``, bisection on a Simpson-rule CDF (absolute error below
-    1e-6 for ``p <= 0.999``); above, the Cornish-Fisher expansion around the normal
-    quantile ``z``: ``z + (z^3 + z) / (4 df) + (5 z^5 + 16 z^3 + 3 z) / (96 df^2)``.
+    Computed by SciPy (``scipy.stats.t.ppf``), accurate in both tails for every ``df``
+    (for ``df = 1``, the Cauchy distribution, ``t_{0.9999} = 3183.1``).
     """
-    if not 0.5 <= p < 1.0:
-        raise ValueError(f"p must lie in [0.5, 1), got {p}")
-    if df < 1:
-        raise ValueError(f"df must be at least 1, got {df}")
-    if df > 200:
-        z = float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
-        return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-    lo, hi = 0.0, 1.0
-    while _student_t_cdf(hi, df) < p:
-        hi *= 2.0
-    while hi - lo > 1e-9:
-        mid = 0.5 * (lo + hi)
-        if _student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    p = check_real(p, "p", "student_t_quantile", low=0.0, high=1.0, low_open=True,
+                   high_open=True)
+    df = check_real(df, "df", "student_t_quantile", low=0.0, low_open=True)
+    from scipy.stats import t as student_t  # imported here: scipy.stats loads slowly
+
+    return float(student_t.ppf(p, df))
 
 
 def mean_confidence_interval(
@@ -211,7 +215,7 @@ def mean_confidence_interval(
     """Mean and half-width of the Student-t confidence interval of the mean.
 
     ``half = t_{(1+level)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard deviation.
-    The quantile comes from :func:`student_t_quantile` (no scipy needed).
+    The quantile comes from :func:`student_t_quantile`.
 
     Args:
         values: at least two numbers (e.g. a metric over independent runs).
@@ -224,17 +228,58 @@ def mean_confidence_interval(
         Chao et al., NeurIPS 2023 (results are "mean and 95% confidence interval of three
         independent runs").
     """
-    vals = [float(v) for v in values]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ArgumentTypeError(
+            f"mean_confidence_interval: values must be a sequence of numbers, got "
+            f"{type(values).__name__}"
+        )
+    try:
+        vals = [float(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise ArgumentTypeError(
+            f"mean_confidence_interval: values must be numbers ({err})"
+        ) from None
     if len(vals) < 2:
         raise ValueError(f"need at least two values for an interval, got {len(vals)}")
     if not all(math.isfinite(v) for v in vals):
         raise ValueError("values contain NaN or inf")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
+    level = check_real(level, "level", "mean_confidence_interval", low=0.0, high=1.0,
+                       low_open=True, high_open=True)
     n = len(vals)
     mean = sum(vals) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
     return mean, student_t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+
+
+def mmd(a: torch.Tensor, b: torch.Tensor, bandwidths: Sequence[float] = (0.5, 1.0, 2.0)
+        ) -> float:
+    """Squared maximum mean discrepancy between two samples (biased V-statistic).
+
+    Uses a sum of Gaussian kernels ``exp(-|x - y|^2 / (2 h^2))`` over ``bandwidths``; zero
+    for large samples exactly when the two distributions agree, and it sees mode weights
+    (a sample that covers one mode only is far from a sample of two).
+
+    Args:
+        a: a sample, shape ``(N, D)``.
+        b: a sample, shape ``(M, D)``.
+        bandwidths: the kernel widths ``h``.
+
+    Raises:
+        ValueError: samples of different feature shape, or a non-positive bandwidth.
+    """
+    check_batch(a, where="mmd a")
+    check_batch(b, where="mmd b")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"mmd: samples of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if not bandwidths or any(not float(h) > 0 for h in bandwidths):
+        raise ValueError(f"mmd: bandwidths must be positive, got {bandwidths!r}")
+    a, b = a.detach().flatten(1).double(), b.detach().flatten(1).double()
+
+    def kernel(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        d2 = torch.cdist(u, v) ** 2
+        return sum(torch.exp(-d2 / (2 * float(h) ** 2)) for h in bandwidths)
+
+    return float(kernel(a, a).mean() + kernel(b, b).mean() - 2 * kernel(a, b).mean())
 
 
 __all__ = [
@@ -243,6 +288,7 @@ __all__ = [
     "fisher_divergence",
     "kl_divergence",
     "mean_confidence_interval",
+    "mmd",
     "nll",
     "student_t_quantile",
 ]

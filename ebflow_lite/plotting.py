@@ -8,6 +8,7 @@ checking numerically that a density integrates to one), :func:`plot_density` dra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +21,36 @@ def _check_limits(lim: tuple[float, float], name: str) -> tuple[float, float]:
     if len(lim) != 2 or not np.all(np.isfinite(lim)) or not lim[0] < lim[1]:
         raise ValueError(f"{name} must be a pair (low, high) with low < high, got {lim!r}")
     return float(lim[0]), float(lim[1])
+
+
+def _cell_centres(xlim: tuple[float, float], ylim: tuple[float, float], n: int
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The cell centres of an ``n x n`` grid on the box along each axis, and a cell's area."""
+    x_lo, x_hi = _check_limits(xlim, "xlim")
+    y_lo, y_hi = _check_limits(ylim, "ylim")
+    if int(n) != n or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    n = int(n)
+    dx, dy = (x_hi - x_lo) / n, (y_hi - y_lo) / n
+    xs = np.linspace(x_lo + dx / 2, x_hi - dx / 2, n)
+    ys = np.linspace(y_lo + dy / 2, y_hi - dy / 2, n)
+    return xs, ys, dx * dy
+
+
+def _evaluate(fn: LogProbFn, points: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
+    """``fn`` on ``points`` in chunks, without gradients, as one float64 CPU tensor."""
+    values = []
+    with torch.no_grad():
+        for start in range(0, points.shape[0], batch_size):
+            chunk = points[start : start + batch_size]
+            out = fn(chunk)
+            if not isinstance(out, torch.Tensor) or out.shape != (chunk.shape[0],):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"{name} must return a tensor of shape ({chunk.shape[0]},), got {shape}"
+                )
+            values.append(out.detach().to("cpu", torch.float64))
+    return torch.cat(values)
 
 
 def density_grid(
@@ -50,31 +81,37 @@ def density_grid(
     Raises:
         ValueError: bad limits or ``n``, or a ``log_prob_fn`` that returns the wrong shape.
     """
-    x_lo, x_hi = _check_limits(xlim, "xlim")
-    y_lo, y_hi = _check_limits(ylim, "ylim")
-    if int(n) != n or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    n = int(n)
-    dx, dy = (x_hi - x_lo) / n, (y_hi - y_lo) / n
-    xs = np.linspace(x_lo + dx / 2, x_hi - dx / 2, n)
-    ys = np.linspace(y_lo + dy / 2, y_hi - dy / 2, n)
+    xs, ys, _ = _cell_centres(xlim, ylim, n)
     X, Y = np.meshgrid(xs, ys)
     points = torch.as_tensor(
         np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype or torch.get_default_dtype()
     )
-    values = []
-    with torch.no_grad():
-        for start in range(0, points.shape[0], batch_size):
-            chunk = points[start : start + batch_size]
-            out = log_prob_fn(chunk)
-            if not isinstance(out, torch.Tensor) or out.shape != (chunk.shape[0],):
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"log_prob_fn must return a tensor of shape ({chunk.shape[0]},), got {shape}"
-                )
-            values.append(out.detach().to("cpu", torch.float64))
-    density = torch.cat(values).exp().numpy().reshape(n, n)
+    values = _evaluate(log_prob_fn, points, batch_size, "log_prob_fn")
+    density = values.exp().numpy().reshape(len(ys), len(xs))
     return X, Y, density
+
+
+def grid_log_z(
+    log_unnormalised: LogProbFn,
+    xlim: tuple[float, float] = (-4.0, 4.0),
+    ylim: tuple[float, float] = (-4.0, 4.0),
+    n: int = 200,
+    batch_size: int = 8192,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """``log`` of the midpoint-rule integral of ``exp(log_unnormalised)`` over a 2-D box.
+
+    The normalising constant of a 2-D energy, ``log Z = log sum exp(-E) * cell_area``,
+    computed with a log-sum-exp (no overflow for large ``-E``). Only possible in low
+    dimension: the grid has ``n^2`` points. Arguments as in :func:`density_grid`.
+    """
+    xs, ys, cell_area = _cell_centres(xlim, ylim, n)
+    X, Y = np.meshgrid(xs, ys)
+    points = torch.as_tensor(
+        np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype or torch.get_default_dtype()
+    )
+    values = _evaluate(log_unnormalised, points, batch_size, "log_unnormalised")
+    return float(torch.logsumexp(values, 0)) + math.log(cell_area)
 
 
 def plot_density(

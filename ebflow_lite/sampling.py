@@ -5,6 +5,11 @@ Every sampler works in *model space*, the variable ``E`` is defined on (for an
 independent chains in parallel from ``x0`` of shape ``(B, *event_shape)`` (vectors or
 images), never touches the model's parameter gradients, and is deterministic given a
 ``torch.Generator``.
+
+A run stops cleanly and says why: arguments are checked first (a model whose parameters
+hold NaN is refused before any step), chains that turn NaN or inf raise a ValueError that
+names the step size, and Ctrl-C raises :class:`SamplingInterrupted` (a KeyboardInterrupt)
+carrying the chains so far.
 """
 
 from __future__ import annotations
@@ -17,9 +22,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ebflow_lite import validation
 from ebflow_lite.autodiff import energy_and_grad
 from ebflow_lite.draws import draw
-from ebflow_lite.validation import check_batch, model_event_shape
+from ebflow_lite.validation import (
+    check_batch,
+    check_finite_parameters,
+    check_generator,
+    check_positive,
+    check_positive_int,
+    check_same_device,
+    check_shape,
+    model_event_shape,
+)
 
 
 @dataclass
@@ -39,24 +54,32 @@ class SamplerResult:
     acceptance_rate: float | None = None
 
 
+class SamplingInterrupted(KeyboardInterrupt):
+    """A sampler was interrupted (Ctrl-C); ``result`` holds the chains after the last
+    complete step (with the trace so far) and ``step`` the number of steps done."""
+
+    def __init__(self, message: str, result: SamplerResult, step: int) -> None:
+        super().__init__(message)
+        self.result = result
+        self.step = step
+
+
 def _check_common(
     model: nn.Module, x0: torch.Tensor, n_steps: int, thin: int, where: str,
-) -> None:
+    generator: torch.Generator | None = None,
+) -> int:
     if not callable(getattr(model, "energy", None)):
         raise ValueError(f"{where}: the model must have an energy(x) method")
-    check_batch(x0, model_event_shape(model), where=where)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-        raise ValueError(f"{where}: n_steps must be an int >= 0, got {n_steps!r}")
-    if isinstance(thin, bool) or not isinstance(thin, int) or thin < 1:
-        raise ValueError(f"{where}: thin must be an int >= 1, got {thin!r}")
-
-
-def _check_step(value: float, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: {name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{where}: {name} must be positive and finite, got {value}")
-    return float(value)
+    shape = model_event_shape(model)
+    check_shape(x0, shape, where=f"{where}: x0")
+    if isinstance(model, nn.Module):
+        check_same_device(x0, model, where=f"{where}: x0", dtype=False)
+    check_batch(x0, shape, where=f"{where}: x0", nonempty=True)
+    n_steps = check_positive_int(n_steps, "n_steps", where, minimum=0)
+    check_positive_int(thin, "thin", where)
+    check_generator(generator, where)
+    check_finite_parameters(model, where)
+    return n_steps
 
 
 def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -71,8 +94,10 @@ def _energy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         energy = model.energy(x)
     if not isinstance(energy, torch.Tensor) or energy.shape != (x.shape[0],):
+        got = tuple(energy.shape) if isinstance(energy, torch.Tensor) else type(energy).__name__
         raise ValueError(
-            f"energy must return a tensor of shape ({x.shape[0]},), one value per sample"
+            f"energy must return a tensor of shape ({x.shape[0]},), one value per sample, "
+            f"got {got}"
         )
     return energy
 
@@ -90,19 +115,59 @@ def _run(
     thin: int,
     progress: bool,
     desc: str,
+    cause: str,
 ) -> SamplerResult:
+    """Run the chains; stop cleanly, saying why, when they break or on Ctrl-C.
+
+    ``cause`` names the likely reason chains turn NaN or inf (the step size)."""
     x = x0.detach().clone()
     kept = [x.clone()] if keep_trace else []
     accepted = 0.0
-    for t in tqdm(range(n_steps), disable=not progress, desc=desc, leave=False, mininterval=1.0):
-        x, accept = step(x)
-        if accept is not None:
-            accepted += float(accept.to(x.dtype).mean())
-        if keep_trace and (t + 1) % thin == 0:
-            kept.append(x.clone())
-    trace = torch.stack(kept) if keep_trace else None
-    rate = accepted / n_steps if n_steps > 0 else None
-    return SamplerResult(samples=x, trace=trace, acceptance_rate=rate)
+    done = 0
+
+    def result() -> SamplerResult:
+        trace = torch.stack(kept) if keep_trace else None
+        rate = accepted / done if done > 0 else None
+        return SamplerResult(samples=x, trace=trace, acceptance_rate=rate)
+
+    try:
+        for t in tqdm(range(n_steps), disable=not progress, desc=desc, leave=False,
+                      mininterval=1.0):
+            try:
+                new, accept = step(x)
+            except ValueError as err:
+                if validation.CHECK_FINITE and not bool(torch.isfinite(x).all()):
+                    raise ValueError(
+                        f"{desc}: the chains became NaN or inf before step {t + 1} of "
+                        f"{n_steps}: {cause}"
+                    ) from err
+                raise
+            if accept is not None:
+                accepted += float(accept.to(new.dtype).mean())
+            x = new
+            done = t + 1
+            if keep_trace and (t + 1) % thin == 0:
+                kept.append(x.clone())
+    except KeyboardInterrupt:
+        raise SamplingInterrupted(
+            f"{desc}: interrupted after step {done} of {n_steps}; the chains so far are "
+            "attached as .result", result(), done,
+        ) from None
+    if validation.CHECK_FINITE and n_steps > 0 and not bool(torch.isfinite(x).all()):
+        broken = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+        raise ValueError(
+            f"{desc}: {broken} of {x.shape[0]} chains ended NaN or inf after {n_steps} "
+            f"steps: {cause}"
+        )
+    return result()
+
+
+def _check_start(energy: torch.Tensor, desc: str) -> None:
+    """Refuse starting points whose energy is not finite (they could never move)."""
+    if validation.CHECK_FINITE and not bool(torch.isfinite(energy).all()):
+        bad = int((~torch.isfinite(energy)).sum())
+        raise ValueError(f"{desc}: the energy is NaN or inf at {bad} of {energy.shape[0]} "
+                         "starting points x0")
 
 
 def langevin(
@@ -140,8 +205,8 @@ def langevin(
         Roberts and Tweedie, "Exponential convergence of Langevin distributions and their
         discrete approximations", Bernoulli 1996; Welling and Teh, ICML 2011.
     """
-    _check_common(model, x0, n_steps, thin, "langevin")
-    h = _check_step(step_size, "step_size", "langevin")
+    n_steps = _check_common(model, x0, n_steps, thin, "langevin", generator)
+    h = check_positive(step_size, "step_size", "langevin")
     scale = math.sqrt(2.0 * h)
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -151,7 +216,9 @@ def langevin(
             x = x + scale * _normal(x, generator)
         return x, None
 
-    result = _run(x0, n_steps, step, keep_trace, thin, progress, "langevin")
+    cause = (f"step_size={h:g} is too large for this energy (or its gradient is not finite "
+             "there)")
+    result = _run(x0, n_steps, step, keep_trace, thin, progress, "langevin", cause)
     result.acceptance_rate = None
     return result
 
@@ -189,8 +256,8 @@ def mala(
     References:
         Roberts and Tweedie, Bernoulli 1996.
     """
-    _check_common(model, x0, n_steps, thin, "mala")
-    h = _check_step(step_size, "step_size", "mala")
+    n_steps = _check_common(model, x0, n_steps, thin, "mala", generator)
+    h = check_positive(step_size, "step_size", "mala")
     scale = math.sqrt(2.0 * h)
     state: dict[str, torch.Tensor] = {}
 
@@ -200,6 +267,7 @@ def mala(
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if "energy" not in state:
             state["energy"], state["grad"] = energy_and_grad(model, x)
+            _check_start(state["energy"], "mala")
         e_x, g_x = state["energy"], state["grad"]
         y = x - h * g_x + scale * _normal(x, generator)
         e_y, g_y = energy_and_grad(model, y)
@@ -211,7 +279,8 @@ def mala(
         state["grad"] = torch.where(keep, g_y, g_x)
         return torch.where(keep, y, x), accept
 
-    return _run(x0, n_steps, step, keep_trace, thin, progress, "mala")
+    return _run(x0, n_steps, step, keep_trace, thin, progress, "mala",
+                "the energy or its gradient is not finite there")
 
 
 def metropolis_hastings(
@@ -246,13 +315,14 @@ def metropolis_hastings(
     References:
         Roberts and Tweedie, Bernoulli 1996 (and Metropolis et al. 1953, Hastings 1970).
     """
-    _check_common(model, x0, n_steps, thin, "metropolis_hastings")
-    std = _check_step(proposal_std, "proposal_std", "metropolis_hastings")
+    n_steps = _check_common(model, x0, n_steps, thin, "metropolis_hastings", generator)
+    std = check_positive(proposal_std, "proposal_std", "metropolis_hastings")
     state: dict[str, torch.Tensor] = {}
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if "energy" not in state:
             state["energy"] = _energy(model, x)
+            _check_start(state["energy"], "metropolis_hastings")
         e_x = state["energy"]
         y = x + std * _normal(x, generator)
         e_y = _energy(model, y)
@@ -261,4 +331,10 @@ def metropolis_hastings(
         state["energy"] = torch.where(accept, e_y, e_x)
         return torch.where(_per_chain(accept, x), y, x), accept
 
-    return _run(x0, n_steps, step, keep_trace, thin, progress, "metropolis_hastings")
+    return _run(x0, n_steps, step, keep_trace, thin, progress, "metropolis_hastings",
+                "the energy is not finite there")
+
+
+# Conditional sampling (imputation: x_M given a clamped x_O) lives in its own module, which
+# builds on the samplers above; it is re-exported here as ebflow_lite.sampling.impute.
+from ebflow_lite.imputation import impute  # noqa: E402, F401

@@ -11,6 +11,10 @@ script runs this check first:
   - inline math ``$...$`` whose continuation line starts with ``- ``, ``+ `` or ``* ``:
     Markdown reads that line as a list item, so the math is broken and shows as raw
     ``$...$`` text. Put the operator at the end of the previous line.
+  - STYLE.md's skeleton, in numbered chapters (``chapters/NN-*.md``): a figure cell (a code
+    cell labelled ``fig-...``) without a caption, a figure cell followed directly by another
+    cell or a heading (no prose telling the reader what to see), and a ``## Prerequisites``
+    section without the notation link ``[](#app-notation)``.
 * warnings
   - ``{dropdown}`` directives and ``{admonition}`` without a kind are left out of the PDF
     (mystmd's typst export drops them); ``:::{note}``/``:::{tip}`` with ``:class: dropdown``
@@ -88,6 +92,52 @@ def check_file(path: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+CHAPTER = re.compile(r"^\d\d(-\d+)?-.+\.md$")
+#: Chapters whose skeleton problems are errors; the others get warnings until they comply.
+SKELETON_ENFORCED = ("01-", "02-", "03-", "04-")
+CODE_CELL = re.compile(r"^```\{code-cell\}")
+
+
+def check_skeleton(path: Path) -> list[str]:
+    """STYLE.md's figure and prerequisite rules for one numbered chapter."""
+    if not CHAPTER.match(path.name):
+        return []
+    errors: list[str] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = 0
+    while number < len(lines):
+        if not CODE_CELL.match(lines[number].strip()):
+            number += 1
+            continue
+        start = number
+        end = start + 1
+        while end < len(lines) and not CLOSING_FENCE.match(lines[end].strip()):
+            end += 1
+        options: list[str] = []
+        body = lines[start + 1:end]
+        if body and body[0].strip() == "---":
+            closing = next((i for i in range(1, len(body)) if body[i].strip() == "---"), 0)
+            options = body[1:closing]
+        else:
+            options = [line for line in body if line.startswith(":")]
+        label = next((line for line in options if re.search(r"label:\s*fig-", line)), None)
+        if label is not None:
+            where = f"{path}:{start + 1}"
+            if not any(re.search(r"caption:", line) for line in options):
+                errors.append(f"{where}: figure cell ({label.split(':', 2)[-1].strip()}) "
+                              "has no caption")
+            following = next((line.strip() for line in lines[end + 1:] if line.strip()), "")
+            if following.startswith(("```", "#", ":::{exercise}")) or not following:
+                errors.append(f"{where}: figure cell is followed by "
+                              f"'{following[:30]}' instead of prose about the figure")
+        number = end + 1
+    text = "\n".join(lines)
+    prerequisites = re.search(r"^## Prerequisites\n(.*?)(?=^## |^```)", text, re.M | re.S)
+    if prerequisites and "[](#app-notation)" not in prerequisites.group(1):
+        errors.append(f"{path}: the Prerequisites section does not link [](#app-notation)")
+    return errors
+
+
 def main(argv: list[str]) -> int:
     if argv:
         files = [Path(name) for name in argv]
@@ -99,6 +149,11 @@ def main(argv: list[str]) -> int:
         if not path.is_file():
             continue  # check_toc.py reports missing files
         errors, warnings = check_file(path)
+        skeleton = check_skeleton(path)
+        if path.name.startswith(SKELETON_ENFORCED):
+            errors += skeleton
+        else:
+            warnings += skeleton
         all_errors += errors
         for warning in warnings:
             print(f"check_book_sources: warning: {warning}", file=sys.stderr)

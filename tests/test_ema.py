@@ -19,11 +19,12 @@ def test_warmup_momentum_schedule() -> None:
     model = torch.nn.Linear(3, 2)
     ema = EMA(model, decay=0.999)
     seen = []
-    for _ in range(9100):  # (1 + n) / (10 + n) reaches 0.999 at n = 8991
+    for _ in range(9100):  # (2 + n) / (11 + n) reaches 0.999 at n = 8989
         seen.append(ema.momentum())
         ema.update(model)
-    assert seen[0] == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
-    assert seen[10] == pytest.approx(11 / 20)
+    assert seen[0] == pytest.approx(2 / 11)  # score-SDE: counter incremented first
+    assert seen[10] == pytest.approx(12 / 21)
+    assert seen[8988] < 0.999 and seen[8989] == pytest.approx(0.999)
     assert all(b >= a for a, b in zip(seen, seen[1:], strict=False))
     assert max(seen) == pytest.approx(0.999)
     assert EMA(model, decay=0.9, warmup=False).momentum() == pytest.approx(0.9)
@@ -37,7 +38,7 @@ def test_update_matches_the_recursion_by_hand() -> None:
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
-        m = min(0.99, (1 + n) / (10 + n))
+        m = min(0.99, (2 + n) / (11 + n))
         expected = m * expected + (1 - m) * _flat(model)
         ema.update(model)
     averaged = torch.cat([ema.shadow[name].flatten() for name, _ in model.named_parameters()])

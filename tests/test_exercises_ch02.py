@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -163,8 +164,14 @@ def test_slogdet_scaling_flags_reversed_regression():
 
 
 def test_slogdet_scaling_flags_flat_timings():
-    def constant_times(dims, repeats):
-        return list(dims), [1e-3] * len(dims)
+    def constant_times(dims, repeats):          # times the same (largest) matrix every time
+        matrix = torch.randn(max(dims), max(dims), dtype=torch.float64)
+        seconds = []
+        for _ in dims:
+            start = time.perf_counter()
+            torch.linalg.slogdet(matrix)
+            seconds.append(time.perf_counter() - start)
+        return list(dims), seconds
 
     _assert_hint(check.slogdet_scaling(constant_times, solutions.loglog_slope),
                  "outside", "time only the slogdet call")
@@ -187,3 +194,46 @@ def test_slogdet_scaling_flags_wrong_dims():
         return [1, 2], [1.0, 2.0]
 
     _assert_hint(check.slogdet_scaling(other_dims, solutions.loglog_slope), "return the dims")
+
+
+def test_slogdet_scaling_rejects_timings_from_a_formula():
+    def too_slow(dims, repeats):            # cubic "timings" that were never measured
+        return list(dims), [1e-9 * d**3 for d in dims]
+
+    def too_fast(dims, repeats):
+        return list(dims), [1e-15 * d**3 for d in dims]
+
+    _assert_hint(check.slogdet_scaling(too_slow, solutions.loglog_slope), "formula")
+    _assert_hint(check.slogdet_scaling(too_fast, solutions.loglog_slope), "at least")
+
+
+# ----------------------------------------------------------------------------- additive coupling
+def test_additive_coupling_accepts_reference():
+    assert check.additive_coupling(solutions.additive_coupling)
+
+
+def test_additive_coupling_rejects_the_shift_summed_as_a_log_scale():
+    def summed(x, shift, parity):
+        y, _ = solutions.additive_coupling(x, shift, parity)
+        index = torch.arange(x.shape[1])
+        return y, shift(x[:, index[index % 2 == parity]]).sum(1)
+
+    _assert_hint(check.additive_coupling(summed), "log-scale")
+
+
+def test_additive_coupling_rejects_a_scalar_log_det():
+    def scalar(x, shift, parity):
+        return solutions.additive_coupling(x, shift, parity)[0], torch.tensor(0.0)
+
+    _assert_hint(check.additive_coupling(scalar), "one log-det per sample")
+
+
+def test_additive_coupling_rejects_a_multiplicative_update():
+    def multiplied(x, shift, parity):
+        index = torch.arange(x.shape[1])
+        keep, change = index[index % 2 == parity], index[index % 2 != parity]
+        y = x.clone()
+        y[:, change] = x[:, change] * torch.exp(shift(x[:, keep]))
+        return y, torch.zeros(x.shape[0], dtype=x.dtype)
+
+    _assert_hint(check.additive_coupling(multiplied), "only adds")

@@ -122,3 +122,24 @@ def test_closed_form_matches_fixed_point_of_the_variance_recursion():
     for step in (0.05, 0.3, 1.2):
         v = check.ula_gaussian_variance(step, 1.3)
         assert math.isclose((1 - step / 1.3**2) ** 2 * v + 2 * step, v, rel_tol=1e-12)
+
+
+def test_ula_variance_flags_an_answer_that_ignores_sigma():
+    def unit_gradient(step, sigma, n_chains=4000, n_steps=300, generator=None):
+        x = torch.randn(n_chains, generator=generator) * sigma
+        for _ in range(n_steps):
+            x = x - step * x + math.sqrt(2 * step) * torch.randn(n_chains, generator=generator)
+        return float(x.var())
+
+    result = check.ula_variance(unit_gradient)
+    assert not result, result
+    assert "sigma = 1 only" in result.message, result.message
+
+
+def test_ula_variance_flags_the_closed_form_returned_without_simulation():
+    def closed_form(step, sigma, n_chains=4000, n_steps=300, generator=None):
+        return check.ula_gaussian_variance(step, sigma)
+
+    result = check.ula_variance(closed_form)
+    assert not result, result
+    assert "random seed" in result.message, result.message

@@ -135,3 +135,47 @@ def test_fdssm_leading_term_matches_small_eps_limit():
                                 generator=torch.Generator().manual_seed(4))[0]
     assert abs(bias / eps**2 - check.fdssm_bias_leading_term(4)) < 0.15 * \
         check.fdssm_bias_leading_term(4)
+
+
+# ----------------------------------------------------------------------------- mode weights
+def test_mixture_score_accepts_reference():
+    assert check.mixture_score(solutions.mixture_score)
+
+
+def test_mixture_score_rejects_weights_in_place_of_responsibilities():
+    def by_weight(x, weight, mean, std):
+        return weight * (-(x - mean) / std**2) + (1 - weight) * (-(x + mean) / std**2)
+
+    result = check.mixture_score(by_weight)
+    assert not result and "responsibilities" in result.message, result
+
+
+def test_mixture_score_rejects_a_score_that_ignores_the_weight():
+    def equal_weights(x, weight, mean, std):
+        return solutions.mixture_score(x, 0.5, mean, std)
+
+    result = check.mixture_score(equal_weights)
+    assert not result and "ignores the weight" in result.message, result
+
+
+def test_mixture_score_rejects_summed_component_scores():
+    def summed(x, weight, mean, std):
+        return -(x - mean) / std**2 - (x + mean) / std**2
+
+    result = check.mixture_score(summed)
+    assert not result and "added the component scores" in result.message, result
+
+
+# ----------------------------------------------------------------------------- boundary term
+def test_gamma_score_accepts_reference():
+    assert check.gamma_score(solutions.gamma_score)
+
+
+def test_gamma_score_rejects_the_exponent_k():
+    result = check.gamma_score(lambda x, k: k / x - 1)
+    assert not result and "k - 1" in result.message, result
+
+
+def test_gamma_score_rejects_a_missing_rate_term():
+    result = check.gamma_score(lambda x, k: (k - 1) / x)
+    assert not result and "exp(-x)" in result.message, result

@@ -71,7 +71,7 @@ def test_ema_update_rejects_a_missing_warmup() -> None:
 
 def test_ema_update_rejects_swapped_weights() -> None:
     def swapped(shadow, params, step, decay=0.999):
-        m = min(decay, (1 + step) / (10 + step))
+        m = min(decay, (2 + step) / (11 + step))
         return [(1 - m) * s + m * p for s, p in zip(shadow, params, strict=True)]
 
     result = check.ema_update(swapped)
@@ -80,7 +80,7 @@ def test_ema_update_rejects_swapped_weights() -> None:
 
 def test_ema_update_rejects_an_off_by_one_warmup() -> None:
     def off_by_one(shadow, params, step, decay=0.999):
-        m = min(decay, (2 + step) / (11 + step))
+        m = min(decay, (1 + step) / (10 + step))
         return [m * s + (1 - m) * p for s, p in zip(shadow, params, strict=True)]
 
     result = check.ema_update(off_by_one)

@@ -10,6 +10,8 @@ from torch.autograd.functional import jacobian
 
 from ebflow_lite import EBFlow
 from ebflow_lite.layers import (
+    IAF,
+    MAF,
     ActNorm,
     Affine,
     AffineCoupling,
@@ -67,6 +69,13 @@ def make_coupling(dim: int, parity: int) -> AffineCoupling:
     with torch.no_grad():
         last.weight.normal_(0.0, 0.5)
         last.bias.normal_(0.0, 0.5)
+    return layer
+
+
+def make_autoregressive(kind: type, dim: int, reverse: bool = False) -> FlowLayer:
+    layer = kind(dim, hidden=16, depth=2, reverse=reverse).to(DTYPE)
+    # MADE's last layer starts at zero (an identity map); make it non-trivial.
+    _perturb(layer, 0.5)
     return layer
 
 
@@ -143,6 +152,10 @@ LAYERS: dict[str, tuple[Callable, list[tuple[int, ...]], Callable]] = {
     "coupling_checkerboard": (lambda s: make_image_coupling(s, "checkerboard", 1),
                               IMAGE_SHAPES, _gaussian_images),
     "planar": (lambda s: make_planar(s[0]), VECTOR_SHAPES, _gaussian_images),
+    "maf": (lambda s: make_autoregressive(MAF, s[0]), VECTOR_SHAPES, _gaussian_images),
+    "maf_reversed": (lambda s: make_autoregressive(MAF, s[0], True), VECTOR_SHAPES,
+                     _gaussian_images),
+    "iaf": (lambda s: make_autoregressive(IAF, s[0]), VECTOR_SHAPES, _gaussian_images),
     "conv1x1": (make_conv1x1, IMAGE_SHAPES, _gaussian_images),
     "lu_conv1x1": (lambda s: make_conv1x1(s, lu=True), IMAGE_SHAPES, _gaussian_images),
     "conv3x3_zeros": (lambda s: make_conv(s, "zeros"), IMAGE_SHAPES, _gaussian_images),

@@ -136,7 +136,8 @@ def test_resuming_after_a_crash_gives_the_uninterrupted_result(tmp_path: Path) -
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         _train(steps=16, checkpoint=path, crash_at=10, checkpoint_every=7)
-    # a fresh process: another seed, a new model; the checkpoint from step 7 brings it back
+    # a fresh process: another seed, a new model; the checkpoint saved on the interrupt (step
+    # 10) brings it back
     resumed, history, ema = _train(steps=16, checkpoint=path, seed=123, checkpoint_every=7)
     assert history.step == 16 and len(history.losses) == 16
     assert history.losses == reference_history.losses
@@ -192,9 +193,9 @@ def test_callback_sees_every_step_and_grad_clip_runs() -> None:
 
 def test_fit_rejects_bad_arguments() -> None:
     model = EBFlow([Dense(2)])
-    with pytest.raises(ValueError, match="steps must be non-negative"):
+    with pytest.raises(ValueError, match=r"fit: steps must be an int >= 0, got -1"):
         fit(model, ml, gaussian_data(), steps=-1, progress=False)
-    with pytest.raises(ValueError, match="batch_size must be positive"):
+    with pytest.raises(ValueError, match=r"fit: batch_size must be an int >= 1, got 0"):
         fit(model, ml, gaussian_data(), steps=1, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="data is empty"):
         fit(model, ml, torch.zeros(0, 2), steps=1, progress=False)

@@ -23,6 +23,8 @@ References:
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,10 +57,13 @@ def _shuffled_digits(
     drawn only the permutation, so the caller can draw noise from it next) and the slices
     of the train, validation and test parts.
     """
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
-        raise ValueError(f"split must be three positive fractions summing to 1, got {split}")
+    if (not isinstance(split, (tuple, list)) or len(split) != 3
+            or any(isinstance(f, bool) or not isinstance(f, numbers.Real)
+                   or not math.isfinite(f) or f <= 0 for f in split)
+            or abs(sum(split) - 1.0) > 1e-6):
+        raise ValueError(f"split must be three positive fractions summing to 1, got {split!r}")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

@@ -39,6 +39,7 @@ from ebflow_lite.data.cifar import read_cifar10
 from ebflow_lite.data.idx import read_idx
 from ebflow_lite.data.split import DataSplit
 from ebflow_lite.draws import draw
+from ebflow_lite.validation import check_generator
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -95,6 +96,7 @@ def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"dequantize: x must be a floating-point tensor of levels, got {got}")
+    check_generator(generator, "dequantize")
     noisy = x + draw("uniform", x.shape, like=x, generator=generator)
     return torch.minimum(noisy, torch.nextafter(x + 1, x))
 

@@ -20,12 +20,13 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 
 from ebflow_lite.draws import draw
-from ebflow_lite.validation import check_batch
+from ebflow_lite.validation import ArgumentTypeError, check_batch, check_generator
 
 TOY_DENSITIES: tuple[str, ...] = (
     "sine", "swirl", "checkerboard", "two_moons", "rings", "gaussian_mixture", "gaussian",
@@ -109,9 +110,12 @@ class ToyDensity:
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """Draw ``n`` points, shape ``(n, 2)`` (computed in float64, returned in ``dtype``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"{self.name}: n must be a positive int, got {n!r}")
-        return self._sample(n, generator).to(dtype)
+        check_generator(generator, f"{self.name}.sample")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"{self.name}: dtype must be a floating torch.dtype, got {dtype!r}")
+        return self._sample(int(n), generator).to(dtype)
 
     def _check(self, x: torch.Tensor) -> None:
         if not self.has_density:
@@ -336,8 +340,11 @@ class Rings(ToyDensity):
 
     def __init__(self, radii: tuple[float, ...] = (1.5, 3.0, 4.5),
                  smoothing: float = 0.375) -> None:
-        if len(radii) == 0 or any(not (r > 0) for r in radii):
-            raise ValueError(f"radii must be positive, got {radii}")
+        if (isinstance(radii, (str, bytes)) or not isinstance(radii, (tuple, list))
+                or len(radii) == 0):
+            raise ValueError(f"radii must be a non-empty tuple of positive numbers, got "
+                             f"{radii!r}")
+        radii = tuple(_positive(r, "radii") for r in radii)
         self.radii = tuple(float(r) for r in radii)
         self.smoothing = _positive(smoothing, "smoothing")
 
@@ -405,10 +412,15 @@ class CorrelatedGaussian(ToyDensity):
         mean: tuple[float, float] = (0.5, -0.5),
         cov: tuple[tuple[float, float], tuple[float, float]] = ((2.0, 1.2), (1.2, 1.5)),
     ) -> None:
-        self.mean = torch.as_tensor(mean, dtype=torch.float64)
-        self.cov = torch.as_tensor(cov, dtype=torch.float64)
+        try:
+            self.mean = torch.as_tensor(mean, dtype=torch.float64)
+            self.cov = torch.as_tensor(cov, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ArgumentTypeError(f"mean and cov must be numbers ({err})") from None
         if self.mean.shape != (2,) or self.cov.shape != (2, 2):
             raise ValueError("mean must have 2 entries and cov shape (2, 2)")
+        if not bool(torch.isfinite(self.mean).all() & torch.isfinite(self.cov).all()):
+            raise ValueError(f"mean and cov must be finite, got mean {mean!r}, cov {cov!r}")
         if not bool(torch.allclose(self.cov, self.cov.T)):
             raise ValueError("cov must be symmetric")
         chol, info = torch.linalg.cholesky_ex(self.cov)
@@ -451,13 +463,13 @@ def toy(name: str, **kwargs) -> ToyDensity:
     Raises:
         ValueError: an unknown name.
     """
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown toy density {name!r}; expected one of {TOY_DENSITIES}")
     return _REGISTRY[name](**kwargs)
 
 
 def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -465,6 +477,6 @@ def _positive(value: float, name: str) -> float:
 
 
 def _count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return int(value)

@@ -143,12 +143,12 @@ def planar_forward(
         a = x @ w + b
         uw = u_hat @ w
         if torch.allclose(value, torch.log(torch.abs(1 + torch.tanh(a) * uw)), atol=1e-8):
-            return failed("you used h(a) = tanh(a) where the lemma needs its derivative "
-                          "h'(a) = 1 - tanh(a)^2.")
+            return failed("you used tanh(a) where the lemma needs its derivative "
+                          "tanh'(a) = 1 - tanh(a)^2.")
         if torch.allclose(value, torch.log(torch.abs((1 - torch.tanh(a) ** 2) * uw)),
                           atol=1e-8):
             return failed("the '1 +' is missing: det(I + v w^T) = 1 + w^T v, with "
-                          "v = h'(a) u_hat.")
+                          "v = tanh'(a) u_hat.")
         if torch.allclose(value, torch.exp(autograd_logdet), rtol=1e-8, atol=1e-8):
             return failed("you returned |det J|; return its logarithm.")
         return failed(f"for D = {dim} your log-det differs from the autograd Jacobian's by up "

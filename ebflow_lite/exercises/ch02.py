@@ -9,6 +9,7 @@ learner's own timings.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -215,9 +216,20 @@ def slogdet_scaling(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        # The checker's own fastest slogdet of the largest matrix: no honest measurement
+        # can be much faster than this.
+        largest = torch.randn(max(TIMING_DIMS), max(TIMING_DIMS), dtype=torch.float64)
+        torch.linalg.slogdet(largest)
+        fastest_possible = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            torch.linalg.slogdet(largest)
+            fastest_possible = min(fastest_possible, time.perf_counter() - start)
         slopes = []
         for _ in range(3):
+            start = time.perf_counter()
             out = time_slogdet(list(TIMING_DIMS), TIMING_REPEATS)
+            wall = time.perf_counter() - start
             if not (isinstance(out, tuple) and len(out) == 2):
                 return failed("return a pair (dims, seconds)")
             dims, seconds = list(out[0]), [float(s) for s in out[1]]
@@ -229,6 +241,14 @@ def slogdet_scaling(
                 return failed(f"a slogdet of a {max(dims)} x {max(dims)} matrix takes well under "
                               f"a minute, but you report {max(seconds):.3g}: return times in "
                               "seconds, as measured by time.perf_counter().")
+            if sum(seconds) > wall * 1.05 + 1e-3:
+                return failed(f"your timings add up to {sum(seconds):.3g} s, but the call of "
+                              f"time_slogdet took only {wall:.3g} s: measure the calls, do not "
+                              "compute the times from a formula.")
+            if seconds[-1] < 0.2 * fastest_possible:
+                return failed(f"you report {1e3 * seconds[-1]:.3g} ms for D = {dims[-1]}, but "
+                              f"this machine needs at least {1e3 * fastest_possible:.3g} ms: "
+                              "time the slogdet call itself, after building the matrix.")
             slope = float(loglog_slope(dims, seconds))
             if abs(slope - _least_squares_slope(dims, seconds)) > 1e-6:
                 return failed("your slope is not the least-squares slope of your own timings")
@@ -247,3 +267,70 @@ def slogdet_scaling(
             "mean, and close other busy programs")
     return failed(f"the fitted slopes {[round(s, 2) for s in slopes]} lie outside "
                   f"[{SLOPE_BAND[0]}, {SLOPE_BAND[1]}]: {hint}.")
+
+
+# ----------------------------------------------------------------------------- additive coupling
+def _shift_net(n_keep: int, n_change: int, seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(n_keep, 16), torch.nn.Tanh(),
+                                  torch.nn.Linear(16, n_change)).to(torch.float64)
+    return net
+
+
+@checker
+def additive_coupling(learner: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+                      ) -> CheckResult:
+    """Check ``learner(x, shift, parity) -> (y, logdet)`` for NICE's additive coupling.
+
+    ``y_a = x_a``, ``y_b = x_b + t(x_a)``; the log-det is zero for every sample, which the
+    checker confirms with the determinant of an autograd Jacobian.
+    """
+    gen = torch.Generator().manual_seed(404)
+    for dim, parity in [(4, 0), (5, 1)]:
+        keep = torch.arange(dim)[torch.arange(dim) % 2 == parity]
+        change = torch.arange(dim)[torch.arange(dim) % 2 != parity]
+        shift = _shift_net(len(keep), len(change), seed=dim)
+        x = torch.randn(6, dim, generator=gen, dtype=torch.float64)
+        out = learner(x.clone(), shift, parity)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            return failed("return a pair (y, logdet)")
+        y, logdet = out
+        expected = x.clone()
+        with torch.no_grad():
+            expected[:, change] = x[:, change] + shift(x[:, keep])
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+            return failed(f"y must be a tensor shaped like x, {tuple(x.shape)}")
+        y = y.detach().to(torch.float64)
+        if not torch.allclose(y[:, keep], x[:, keep]):
+            return failed("the kept features (index % 2 == parity) must pass unchanged")
+        with torch.no_grad():
+            multiplied = x[:, change] * torch.exp(shift(x[:, keep]))
+        if torch.allclose(y[:, change], multiplied, atol=1e-9):
+            return failed("you rescaled x_b by exp(t(x_a)); an additive coupling only adds: "
+                          "y_b = x_b + t(x_a).")
+        if not torch.allclose(y, expected, atol=1e-9):
+            return failed("y_b is wrong: y_b = x_b + t(x_a), with t = shift(x_a)")
+        if not isinstance(logdet, torch.Tensor) or logdet.shape != (x.shape[0],):
+            shape = tuple(logdet.shape) if isinstance(logdet, torch.Tensor) else type(logdet)
+            return failed(f"return one log-det per sample, a tensor of shape ({x.shape[0]},); "
+                          f"got {shape}. Every sample needs its own entry, even when all are "
+                          "equal.")
+
+        def mapping(v: torch.Tensor, keep=keep, change=change, shift=shift) -> torch.Tensor:
+            out_v = v.clone()
+            out_v[change] = v[change] + shift(v[keep])
+            return out_v
+
+        autograd = torch.stack([torch.linalg.slogdet(jacobian(mapping, x[i]))[1]
+                                for i in range(x.shape[0])])
+        if not torch.allclose(logdet.detach().to(torch.float64), autograd, atol=1e-9):
+            with torch.no_grad():
+                summed = shift(x[:, keep]).sum(1)
+            if torch.allclose(logdet.detach().to(torch.float64), summed, atol=1e-9):
+                return failed("you summed the shift as if it were a log-scale; a shift moves "
+                              "points without changing volumes: the Jacobian's diagonal is 1.")
+            return failed("the log-det differs from the autograd Jacobian's, which is "
+                          f"{autograd.abs().max():.1e} at most")
+    return passed("your additive coupling matches the formula, and its log-det is zero, as "
+                  "the autograd Jacobian confirms: a volume-preserving layer.")

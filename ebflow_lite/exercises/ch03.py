@@ -147,34 +147,50 @@ def ula_gaussian_variance(step: float, sigma: float) -> float:
     return sigma**2 / (1.0 - step / (2.0 * sigma**2))
 
 
+_ULA_CASES = [(1.0, 0.1), (1.0, 0.5), (1.0, 1.0), (0.6, 0.05), (0.6, 0.2), (0.6, 0.4)]
+
+
 @checker
 def ula_variance(ula_stationary_variance: Callable[..., float]) -> CheckResult:
-    """Check an empirical ULA stationary variance against the closed form for a few steps."""
-    sigma = 1.0
-    steps = [0.1, 0.5, 1.0]
-    values = []
-    for i, step in enumerate(steps):
+    """Check an empirical ULA stationary variance against the closed form.
+
+    Two targets (``sigma = 1`` and ``sigma = 0.6``) and three steps each, so an answer that
+    ignores ``sigma`` fails; and the value must change with the generator's seed, so a
+    closed form returned in place of a simulation fails too.
+    """
+    values, closed = [], []
+    for i, (sigma, step) in enumerate(_ULA_CASES):
         gen = torch.Generator().manual_seed(33 + i)
-        value = ula_stationary_variance(step, sigma, n_chains=4000, n_steps=300,
-                                        generator=gen)
-        value = float(value)
+        value = float(ula_stationary_variance(step, sigma, n_chains=4000, n_steps=300,
+                                              generator=gen))
         if not math.isfinite(value):
-            return failed(f"the variance at step {step} is not finite")
+            return failed(f"the variance at step {step}, sigma {sigma} is not finite")
         values.append(value)
-    closed = [ula_gaussian_variance(h, sigma) for h in steps]
+        closed.append(ula_gaussian_variance(step, sigma))
+    again = float(ula_stationary_variance(0.5, 1.0, n_chains=4000, n_steps=300,
+                                          generator=torch.Generator().manual_seed(999)))
+    if again == values[1]:
+        return failed("your value does not change with the random seed: run the chains and "
+                      "measure their variance, do not return the closed form.")
     # 4000 chains: the sample variance has relative standard error sqrt(2/4000) ~ 2.2%.
     rel = [abs(v - c) / c for v, c in zip(values, closed, strict=True)]
     if max(rel) < 0.1:
         return passed("the empirical variances " + ", ".join(f"{v:.3f}" for v in values)
                       + " match sigma^2/(1 - h/(2 sigma^2)) = "
-                      + ", ".join(f"{c:.3f}" for c in closed) + ".")
-    if all(abs(v - sigma**2) / sigma**2 < 0.1 for v in values):
+                      + ", ".join(f"{c:.3f}" for c in closed) + " for sigma = 1 and 0.6.")
+    if all(abs(v - sig**2) / sig**2 < 0.1 for v, (sig, _) in zip(values, _ULA_CASES,
+                                                                   strict=True)):
         return failed("the variance is unbiased (about sigma^2) at every step: that is what "
                       "MALA does; unadjusted Langevin has no accept/reject step and is biased.")
-    half = [sigma**2 / (2.0 - h / sigma**2) for h in steps]
+    half = [sig**2 / (2.0 - h / sig**2) for sig, h in _ULA_CASES]
     if all(abs(v - c) / c < 0.1 for v, c in zip(values, half, strict=True)):
         return failed("the variance is about half of the expected value: the Langevin noise "
                       "is sqrt(2h) * N(0, 1), not sqrt(h) * N(0, 1).")
+    unit = [ula_gaussian_variance(h, 1.0) for _, h in _ULA_CASES]
+    if all(abs(v - c) / c < 0.1 for v, c in zip(values[:3], closed[:3], strict=True)) and \
+            all(abs(v - c) / c < 0.15 for v, c in zip(values[3:], unit[3:], strict=True)):
+        return failed("right for sigma = 1 only: the gradient of E(x) = x^2 / (2 sigma^2) is "
+                      "x / sigma^2; your chains seem to use x.")
     return failed("the empirical variances " + ", ".join(f"{v:.3f}" for v in values)
                   + " do not match the closed form " + ", ".join(f"{c:.3f}" for c in closed)
                   + "; check the update x <- x - h x / sigma^2 + sqrt(2h) xi, the number of "

@@ -168,7 +168,93 @@ def fdssm_bias(bias_fn: Callable[..., list[float]]) -> CheckResult:
                   f"{fdssm_bias_leading_term(dim):.2f} eps^2.")
 
 
+
+# ----------------------------------------------------------------------------- mode weights
+def mixture_log_density(x: torch.Tensor, weight: float, mean: float, std: float
+                        ) -> torch.Tensor:
+    """``log(w N(x; m, s^2) + (1 - w) N(x; -m, s^2))`` for a 1-D batch ``x`` of shape (B,)."""
+    right = torch.distributions.Normal(mean, std).log_prob(x) + math.log(weight)
+    left = torch.distributions.Normal(-mean, std).log_prob(x) + math.log(1 - weight)
+    return torch.logsumexp(torch.stack([right, left]), 0)
+
+
+@checker
+def mixture_score(learner: Callable[..., torch.Tensor]) -> CheckResult:
+    """Check ``learner(x, weight, mean, std)``: the score of a two-component 1-D mixture.
+
+    The reference is the autograd derivative of :func:`mixture_log_density`, for several
+    weights, means and widths.
+    """
+    gen = torch.Generator().manual_seed(505)
+    for weight, mean, std in [(0.5, 2.0, 0.7), (0.9, 1.0, 1.0), (0.2, 3.0, 0.5)]:
+        x = torch.linspace(-5, 5, 41, dtype=torch.float64) + 0.01 * torch.randn(
+            41, generator=gen, dtype=torch.float64)
+        x_grad = x.clone().requires_grad_(True)
+        (reference,) = torch.autograd.grad(
+            mixture_log_density(x_grad, weight, mean, std).sum(), x_grad)
+        value = learner(x.clone(), weight, mean, std)
+        if not isinstance(value, torch.Tensor) or value.shape != x.shape:
+            return failed(f"return one score per point, a tensor of shape {tuple(x.shape)}")
+        value = value.detach().to(torch.float64)
+        if torch.allclose(value, reference, atol=1e-8):
+            continue
+        s_right, s_left = -(x - mean) / std**2, -(x + mean) / std**2
+        if torch.allclose(value, weight * s_right + (1 - weight) * s_left, atol=1e-8):
+            return failed("you weighted the component scores by the mixture weights; the "
+                          "weights must be the posterior responsibilities, which depend on x: "
+                          "r(x) = w N(x; m) / p(x).")
+        if torch.allclose(value, s_right + s_left, atol=1e-8):
+            return failed("you added the component scores; the score of a mixture is their "
+                          "average weighted by the responsibilities r(x) and 1 - r(x).")
+        half = 0.5 * torch.ones(())
+        x_half = x.clone().requires_grad_(True)
+        (equal_weights,) = torch.autograd.grad(
+            mixture_log_density(x_half, float(half), mean, std).sum(), x_half)
+        if weight != 0.5 and torch.allclose(value, equal_weights, atol=1e-8):
+            return failed("your score ignores the weight: the responsibilities contain w.")
+        return failed(f"for w = {weight}, m = {mean}, s = {std} your score differs from the "
+                      f"derivative of log p by up to {float((value - reference).abs().max()):.3g}")
+    return passed("your mixture score matches the derivative of the log-density for every "
+                  "weight, mean and width.")
+
+
+
+# ----------------------------------------------------------------------------- boundary term
+@checker
+def gamma_score(learner: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``learner(x, shape)``: the score of Gamma(shape, rate 1) on ``x > 0``.
+
+    The reference is the autograd derivative of ``torch.distributions.Gamma.log_prob``.
+    """
+    for shape in (1.0, 2.5, 4.0):
+        x = torch.linspace(0.2, 6.0, 30, dtype=torch.float64)
+        x_grad = x.clone().requires_grad_(True)
+        gamma = torch.distributions.Gamma(torch.tensor(shape, dtype=torch.float64),
+                                          torch.tensor(1.0, dtype=torch.float64))
+        (reference,) = torch.autograd.grad(gamma.log_prob(x_grad).sum(), x_grad)
+        value = learner(x.clone(), shape)
+        if not isinstance(value, torch.Tensor) or value.shape != x.shape:
+            return failed(f"return one score per point, a tensor of shape {tuple(x.shape)}")
+        value = value.detach().to(torch.float64)
+        if torch.allclose(value, reference, atol=1e-9):
+            continue
+        if torch.allclose(value, shape / x - 1, atol=1e-9):
+            return failed("the exponent of x in the density is k - 1, so the first term of "
+                          "the score is (k - 1) / x, not k / x.")
+        if torch.allclose(value, (shape - 1) / x, atol=1e-9):
+            return failed("the factor exp(-x) contributes -1 to the score.")
+        if torch.allclose(value, -reference, atol=1e-9):
+            return failed("the sign is flipped: the score is + d/dx log p.")
+        return failed(f"for k = {shape} your score differs from d/dx log p by up to "
+                      f"{float((value - reference).abs().max()):.3g}")
+    return passed("your Gamma score matches the derivative of the log-density for "
+                  "k = 1, 2.5 and 4.")
+
+
 __all__ = [
+    "gamma_score",
+    "mixture_log_density",
+    "mixture_score",
     "fdssm_bias",
     "fdssm_bias_leading_term",
     "hutchinson_trace",

@@ -115,17 +115,17 @@ def ema_update(learner: Callable[..., list[torch.Tensor]]) -> CheckResult:
                 return all(torch.allclose(o, c, rtol=1e-10, atol=1e-12)
                            for o, c in zip(out, candidate, strict=True))
 
-            m = min(decay, (1 + step) / (10 + step))
+            m = min(decay, (2 + step) / (11 + step))
             if same(blend(decay)):
                 return failed(f"at step={step} you used the constant momentum {decay}; with "
-                              "warm-up it is min(decay, (1 + step) / (10 + step))")
+                              "warm-up it is min(decay, (2 + step) / (11 + step))")
             if same(blend(1 - m)):
                 return failed("m and 1 - m are swapped: the shadow keeps the fraction m of "
                               "its old value and takes 1 - m of the new parameters")
-            if same(blend(min(decay, step / (9 + step)))) or same(
-                    blend(min(decay, (2 + step) / (11 + step)))):
+            if same(blend(min(decay, (1 + step) / (10 + step)))) or same(
+                    blend(min(decay, (3 + step) / (12 + step)))):
                 return failed("the warm-up is off by one: at step=0 (the first update) the "
-                              "momentum is (1 + 0) / (10 + 0) = 0.1")
+                              "momentum is (2 + 0) / (11 + 0) = 2/11")
             return failed(f"wrong shadow at step={step} (decay={decay}): expected "
                           f"m * shadow + (1 - m) * params with m = {m:.6f}")
     return passed("your EMA matches the library's EMA with warm-up at every step.")

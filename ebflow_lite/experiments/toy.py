@@ -86,6 +86,27 @@ def toy_objective(method: str, **options: float) -> Objective:
     return objectives.get(method, **options)
 
 
+RAW_SMOOTHING = 1e-3
+"""The smoothing of the stored "raw" training points (the toy sets need a positive width)."""
+
+
+def smoothed_objective(objective: Objective, std: float) -> Objective:
+    """``objective(model, x + std * n)`` with fresh ``n ~ N(0, I)`` at every call.
+
+    Draws from the global torch RNG, which :func:`ebflow_lite.fit` saves and restores with
+    its checkpoints, so a resumed run redraws exactly the same noise. Applied to raw points
+    it turns every batch into fresh samples of the Gaussian-smoothed density
+    (equation eq-toy-smoothed of chapter 6), as the paper's toy code does.
+    """
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std}")
+
+    def smoothed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return objective(model, x + std * torch.randn_like(x))
+
+    return smoothed
+
+
 def train_toy(
     target: object,
     method: str,
@@ -98,14 +119,20 @@ def train_toy(
     hidden: int = 64,
     ema_decay: float | None = 0.99,
     progress: bool = False,
+    lr_schedule: str = "constant",
 ) -> tuple[EBFlow, History]:
     """Train :func:`ebflow_lite.models.toy_flow` on samples of a 2-D density.
 
-    The training set is ``n_train`` draws of ``target.sample`` (for the smoothed toy
-    densities these already include the Gaussian smoothing noise), or of the same toy set
-    at another smoothing width when ``settings.data_smoothing`` is set. The model, the data
-    and the objective's randomness all follow ``seed``. With ``ema_decay`` the returned
-    model carries the exponential moving average of its parameters. The optimiser is Adam.
+    As in the paper's toy code, the training set is ``n_train`` *raw* points (the same toy
+    set smoothed by only ``1e-3``), and the Gaussian smoothing noise ``N(0, s^2 I)`` with
+    ``s = target.smoothing`` is redrawn for every batch (:func:`smoothed_objective`), so
+    every method sees fresh samples of the smoothed target at every step. DSM
+    (``settings.data_smoothing`` set) gets the raw points without that extra noise: its own
+    noise ``sigma = s`` is the smoothing. A target without ``name``/``smoothing`` (any
+    object with ``sample``) is sampled directly, once. The model, the data and the
+    objective's randomness all follow ``seed``. With ``ema_decay`` the returned model
+    carries the exponential moving average of its parameters (with warm-up). The optimiser
+    is Adam; ``lr_schedule="cosine"`` decays its rate to zero along a half cosine.
 
     Args:
         target: an object with ``sample(n, generator)``, e.g. ``ebflow_lite.data.toy("sine")``.
@@ -120,6 +147,8 @@ def train_toy(
         hidden: width of the couplings' conditioners.
         ema_decay: EMA momentum (None: no EMA).
         progress: show a progress bar.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (``lr * (1 + cos(pi t / steps)) / 2``
+            at step ``t``).
 
     Returns:
         ``(model, history)``, the model in evaluation mode.
@@ -131,21 +160,34 @@ def train_toy(
         raise ValueError(f"unknown method {method!r}; expected one of {TOY_METHODS}")
     if n_train < batch_size:
         raise ValueError(f"n_train ({n_train}) must be at least batch_size ({batch_size})")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     settings = settings or default_toy_methods()[method]
     generator = torch.Generator().manual_seed(seed)
-    source = target
-    if settings.data_smoothing is not None:
+    objective = toy_objective(method, **settings.options)
+    name, width = getattr(target, "name", None), getattr(target, "smoothing", None)
+    if name is not None and width is not None:
         from ebflow_lite.data import toy
 
-        source = toy(target.name, smoothing=settings.data_smoothing)  # type: ignore
-    data = source.sample(n_train, generator=generator)  # type: ignore[attr-defined]
+        raw = settings.data_smoothing if settings.data_smoothing is not None else RAW_SMOOTHING
+        data = toy(name, smoothing=raw).sample(n_train, generator=generator)
+        if settings.data_smoothing is None:
+            objective = smoothed_objective(objective, float(width))
+    else:
+        data = target.sample(n_train, generator=generator)  # type: ignore[attr-defined]
     model = toy_flow(dim=data.shape[1], n_blocks=n_blocks, hidden=hidden, seed=seed)
     ema = EMA(model, decay=ema_decay) if ema_decay is not None else None
-    torch.manual_seed(seed)  # batches, projections and noise inside the objectives
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=settings.lr)
+    callback = None
+    if lr_schedule == "cosine":
+        def callback(step: int, loss: float) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    torch.manual_seed(seed)  # batches, smoothing noise, projections, DSM's noise
     history = fit(
-        model, toy_objective(method, **settings.options), data, steps=steps,
-        batch_size=batch_size, lr=settings.lr, grad_clip=settings.grad_clip, ema=ema,
-        progress=progress,
+        model, objective, data, steps=steps, batch_size=batch_size, optimizer=optimizer,
+        grad_clip=settings.grad_clip, ema=ema, progress=progress, callback=callback,
     )
     if ema is not None:
         ema.copy_to(model)
@@ -275,16 +317,91 @@ def markdown_table(summary: dict[tuple[str, str], tuple[float, float]],
     return "\n".join(lines)
 
 
+LONG_CONFIG = {"steps": 20_000, "batch_size": 1024, "n_train": 50_000, "ema_decay": 0.999,
+               "lr_schedule": "cosine", "n_blocks": 4}
+"""The longer run of chapter 6 (``python -m ebflow_lite.experiments.toy --long``)."""
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the toy grid from the command line; print the tables and write a JSON file.
+
+    ``--long`` uses :data:`LONG_CONFIG` (20 000 steps of 1024 points, 20x the chapter's
+    budget in samples); the other flags override single settings. The JSON holds every
+    run's KL, Fisher divergence and time, and the configuration.
+    """
+    import argparse
+    import json
+    from pathlib import Path
+
+    from ebflow_lite.data import toy
+    from ebflow_lite.experiments.claims import results_dir
+
+    parser = argparse.ArgumentParser(prog="python -m ebflow_lite.experiments.toy",
+                                     description=main.__doc__)
+    parser.add_argument("--long", action="store_true", help="the longer configuration")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=["sine", "swirl", "checkerboard"])
+    parser.add_argument("--methods", nargs="+", default=list(TOY_METHODS))
+    parser.add_argument("--eval-samples", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default: <results dir>/toy-long.json or toy.json)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = dict(LONG_CONFIG) if args.long else {
+        "steps": 1500, "batch_size": 256, "n_train": 50_000, "ema_decay": 0.999,
+        "lr_schedule": "cosine", "n_blocks": 4}
+    if args.steps is not None:
+        config["steps"] = args.steps
+    if args.batch_size is not None:
+        config["batch_size"] = args.batch_size
+    settings = default_toy_methods()
+    targets = {name: toy(name) for name in args.datasets}
+    start = time.perf_counter()
+    runs = []
+    for name, target in targets.items():
+        for method in args.methods:
+            runs += run_toy_grid({name: target}, [method], args.seeds, keep_models=False,
+                                 eval_samples=args.eval_samples, settings=settings[method],
+                                 **config)
+            last = runs[-1]
+            print(f"{name:>12} {method:>5} seed {last.seed}: KL {last.kl:.3f} "
+                  f"Fisher {last.fisher:.3f} ({last.seconds:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    for metric in ("kl", "fisher"):
+        print(f"\n{metric}:\n" + markdown_table(summarize(runs, metric), args.datasets,
+                                                args.methods))
+    print(f"\n{len(runs)} runs in {seconds:.0f} s")
+    record = {"config": config, "seconds": seconds, "runs": [
+        {"dataset": r.dataset, "method": r.method, "seed": r.seed, "kl": r.kl,
+         "fisher": r.fisher, "seconds": r.seconds} for r in runs]}
+    out = args.out or results_dir() / ("toy-long.json" if args.long else "toy.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print(f"wrote {out}")
+    return record
+
+
 __all__ = [
+    "LONG_CONFIG",
     "TOY_METHODS",
     "ToyMethod",
     "ToyRun",
+    "RAW_SMOOTHING",
     "default_toy_methods",
     "evaluate_toy",
     "gaussian_baseline",
+    "main",
     "markdown_table",
     "run_toy_grid",
+    "smoothed_objective",
     "summarize",
     "toy_objective",
     "train_toy",
 ]
+
+
+if __name__ == "__main__":
+    main()

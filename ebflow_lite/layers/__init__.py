@@ -6,6 +6,7 @@ See :mod:`ebflow_lite.layers.base` for the contract (event shapes, ``is_linear``
 """
 
 from ebflow_lite.layers.actnorm import ActNorm
+from ebflow_lite.layers.autoregressive import IAF, MADE, MAF
 from ebflow_lite.layers.base import FlowLayer, LinearFlowLayer
 from ebflow_lite.layers.conv import Conv1x1, ConvKxK, LUConv1x1, circular_conv_logabsdet
 from ebflow_lite.layers.coupling import (
@@ -27,10 +28,13 @@ __all__ = [
     "ConvKxK",
     "Dense",
     "FlowLayer",
+    "IAF",
     "LUConv1x1",
     "LUDense",
     "LinearFlowLayer",
     "Logit",
+    "MADE",
+    "MAF",
     "Planar",
     "SmoothLeakyReLU",
     "Split",

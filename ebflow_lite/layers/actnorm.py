@@ -36,7 +36,7 @@ class ActNorm(LinearFlowLayer):
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
-        check_positive_int(num_features, "num_features", "ActNorm")
+        num_features = check_positive_int(num_features, "num_features", "ActNorm")
         self.num_features = num_features
         self.loc = nn.Parameter(torch.zeros(num_features))
         self.log_scale = nn.Parameter(torch.zeros(num_features))

@@ -7,9 +7,9 @@ Cost notes (``D = C H W`` entries per image):
 * :class:`ConvKxK`: the map costs ``O(C^2 K^2 H W)`` per image. Its Jacobian is a
   ``D x D`` matrix (banded for zero padding, block-circulant for circular padding). With zero
   padding the log-det and the inverse use that matrix, built on the layer's device by
-  convolving the identity basis: ``O(D^2 C K^2)`` to build, ``O(D^3)`` to factorise. With
-  circular padding the FFT block-diagonalises it: one ``C x C`` determinant per frequency,
-  ``O(H W C^3 + C^2 H W log(H W))``. Score-matching training needs neither.
+  scattering the weights: ``O(D C K^2)`` work and ``O(D^2)`` memory to build, ``O(D^3)`` to
+  factorise. With circular padding the FFT block-diagonalises it: one ``C x C`` determinant
+  per frequency, ``O(H W C^3 + C^2 H W log(H W))``. Score-matching training needs neither.
 
 Determinants and inverses are computed in float64 and cast back: a float32 ``slogdet`` or
 ``inverse`` of a large matrix loses digits.
@@ -183,7 +183,7 @@ class ConvKxK(LinearFlowLayer):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int(channels, "channels", "ConvKxK")
-        check_positive_int(kernel_size, "kernel_size", "ConvKxK")
+        kernel_size = check_positive_int(kernel_size, "kernel_size", "ConvKxK")
         if kernel_size % 2 == 0:
             raise ValueError(
                 f"ConvKxK: kernel_size must be odd for a 'same' convolution, got {kernel_size}"
@@ -213,13 +213,17 @@ class ConvKxK(LinearFlowLayer):
 
     check_output = check
 
+    def _check_circular(self, height: int, width: int) -> None:
+        p = self.kernel_size // 2
+        if p > height or p > width:
+            raise ValueError(
+                f"ConvKxK: circular padding {p} exceeds the image size {(height, width)}"
+            )
+
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         p = self.kernel_size // 2
         if self.padding_mode == "circular":
-            if p > x.shape[2] or p > x.shape[3]:
-                raise ValueError(
-                    f"ConvKxK: circular padding {p} exceeds the image size {tuple(x.shape[2:])}"
-                )
+            self._check_circular(x.shape[2], x.shape[3])
             x = nn.functional.pad(x, (p, p, p, p), mode="circular")
             return nn.functional.conv2d(x, self.weight)
         return nn.functional.conv2d(x, self.weight, padding=p)
@@ -232,13 +236,39 @@ class ConvKxK(LinearFlowLayer):
     def matrix(self, event_shape: Shape) -> torch.Tensor:
         """The ``D x D`` matrix ``A`` with ``vec(y - b) = A vec(x)``, on the layer's device.
 
-        Built by convolving the ``D`` basis images (column ``j`` is the image of ``e_j``);
-        differentiable in the weight. ``O(D^2)`` memory.
+        Entry ``((o, i, j), (c, i', j'))`` is ``weight[o, c, i' - i + p, j' - j + p]``
+        (``p = K // 2``; indices taken modulo H and W for circular padding, and entries that
+        fall outside the image dropped for zero padding). It is built by scattering the
+        weights into a zero matrix at those positions (summing where a wrap-around sends two
+        kernel taps to one entry), ``O(D C K^2)`` work, instead of convolving the ``D``
+        basis images (``O(D^2 C K^2)``); differentiable in the weight. ``O(D^2)`` memory.
         """
         c, h, w = _image_shape(event_shape, self.channels, "ConvKxK.matrix")
-        d = c * h * w
-        basis = torch.eye(d, dtype=self.weight.dtype, device=self.weight.device)
-        return self._convolve(basis.view(d, c, h, w)).reshape(d, d).T
+        if self.padding_mode == "circular":
+            self._check_circular(h, w)
+        d, k, p = c * h * w, self.kernel_size, self.kernel_size // 2
+        device = self.weight.device
+        # Spatial part: every (output pixel, kernel tap) pair and the input pixel it reads.
+        i, j, a, b = torch.meshgrid(
+            torch.arange(h, device=device), torch.arange(w, device=device),
+            torch.arange(k, device=device), torch.arange(k, device=device), indexing="ij")
+        rows, cols = i + a - p, j + b - p
+        if self.padding_mode == "circular":
+            rows, cols = rows.remainder(h), cols.remainder(w)
+            keep = torch.ones_like(rows, dtype=torch.bool)
+        else:
+            keep = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        out_pixel = (i * w + j)[keep]
+        in_pixel = (rows * w + cols)[keep]
+        tap = (a * k + b)[keep]
+        # Channel part: entry (o * HW + out_pixel, ci * HW + in_pixel) gets weight[o, ci, tap].
+        channel = torch.arange(c, device=device) * (h * w)
+        row_index = channel.view(c, 1, 1) + out_pixel.view(1, 1, -1)
+        col_index = channel.view(1, c, 1) + in_pixel.view(1, 1, -1)
+        flat = (row_index * d + col_index).flatten()
+        values = self.weight.flatten(2)[:, :, tap].flatten()
+        matrix = torch.zeros(d * d, dtype=self.weight.dtype, device=device)
+        return matrix.index_add_(0, flat, values).view(d, d)
 
     def logabsdet(self, event_shape: Shape | None = None) -> torch.Tensor:
         """``log|det A|``: by ``slogdet`` of :meth:`matrix` (zeros) or the FFT (circular)."""

@@ -8,13 +8,17 @@ import torch
 from torch import nn
 
 from ebflow_lite.layers.base import FlowLayer
-from ebflow_lite.validation import Shape, as_event_shape, check_positive_int
+from ebflow_lite.validation import Shape, as_event_shape, check_positive, check_positive_int
 
 MASKS = ("alternate", "channel", "checkerboard")
 
 
 def mlp_conditioner(n_in: int, n_out: int, hidden: int = 64, depth: int = 2) -> nn.Sequential:
     """An MLP ``n_in -> hidden (x depth, SiLU) -> n_out`` whose last layer starts at zero."""
+    n_in = check_positive_int(n_in, "n_in", "mlp_conditioner")
+    n_out = check_positive_int(n_out, "n_out", "mlp_conditioner")
+    hidden = check_positive_int(hidden, "hidden", "mlp_conditioner")
+    depth = check_positive_int(depth, "depth", "mlp_conditioner", minimum=0)
     layers: list[nn.Module] = []
     width = n_in
     for _ in range(depth):
@@ -37,7 +41,10 @@ def cnn_conditioner(channels: int, hidden: int = 64, out_channels: int | None = 
     References:
         Kingma and Dhariwal, "Glow", NeurIPS 2018.
     """
-    out_channels = 2 * channels if out_channels is None else out_channels
+    channels = check_positive_int(channels, "channels", "cnn_conditioner")
+    hidden = check_positive_int(hidden, "hidden", "cnn_conditioner")
+    out_channels = 2 * channels if out_channels is None else check_positive_int(
+        out_channels, "out_channels", "cnn_conditioner")
     last = nn.Conv2d(hidden, out_channels, 3, padding=1)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
@@ -54,6 +61,10 @@ def coupling_mask(event_shape: Shape, mask: str, parity: int) -> torch.Tensor:
     ``"channel"`` keeps the first half of an image's channels (the second with
     ``parity=1``); ``"checkerboard"`` keeps the pixels with ``(i + j) % 2 == parity``.
     """
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}; expected one of {MASKS}")
+    if isinstance(parity, bool) or parity not in (0, 1):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
     if mask == "alternate":
         if len(event_shape) != 1:
             raise ValueError(f"the 'alternate' mask is for vectors, got event_shape {event_shape}")
@@ -67,10 +78,8 @@ def coupling_mask(event_shape: Shape, mask: str, parity: int) -> torch.Tensor:
         first = torch.arange(c) < c // 2
         keep = first if parity == 0 else ~first
         return keep.view(c, 1, 1).expand(c, h, w).clone()
-    if mask == "checkerboard":
-        board = (torch.arange(h).view(-1, 1) + torch.arange(w).view(1, -1)) % 2 == parity
-        return board.expand(c, h, w).clone()
-    raise ValueError(f"unknown mask {mask!r}; expected one of {MASKS}")
+    board = (torch.arange(h).view(-1, 1) + torch.arange(w).view(1, -1)) % 2 == parity
+    return board.expand(c, h, w).clone()  # the checkerboard
 
 
 class AffineCoupling(FlowLayer):
@@ -110,13 +119,13 @@ class AffineCoupling(FlowLayer):
     ) -> None:
         super().__init__()
         shape = as_event_shape(event_shape)
-        assert shape is not None
-        if parity not in (0, 1):
-            raise ValueError(f"parity must be 0 or 1, got {parity}")
-        check_positive_int(hidden, "hidden", "AffineCoupling")
-        check_positive_int(depth, "depth", "AffineCoupling", minimum=0)
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound}")
+        if shape is None:
+            raise ValueError("AffineCoupling: event_shape must be D or (C, H, W), got None")
+        if isinstance(parity, bool) or parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+        hidden = check_positive_int(hidden, "hidden", "AffineCoupling")
+        depth = check_positive_int(depth, "depth", "AffineCoupling", minimum=0)
+        scale_bound = check_positive(scale_bound, "scale_bound", "AffineCoupling")
         if conditioner is not None and not isinstance(conditioner, nn.Module):
             raise ValueError(
                 f"conditioner must be an nn.Module, got {type(conditioner).__name__}"

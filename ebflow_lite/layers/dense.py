@@ -41,7 +41,7 @@ class Dense(LinearFlowLayer):
 
     def __init__(self, dim: int, bias: bool = True, init: str = "identity") -> None:
         super().__init__()
-        check_positive_int(dim, "dim", "Dense")
+        dim = check_positive_int(dim, "dim", "Dense")
         self.event_shape = (dim,)
         self.weight = nn.Parameter(_initial_matrix(dim, init))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
@@ -82,7 +82,7 @@ class LUDense(LinearFlowLayer):
 
     def __init__(self, dim: int, bias: bool = True, seed_permutation: bool = True) -> None:
         super().__init__()
-        check_positive_int(dim, "dim", "LUDense")
+        dim = check_positive_int(dim, "dim", "LUDense")
         self.event_shape = (dim,)
         perm = torch.randperm(dim) if seed_permutation else torch.arange(dim)
         self.register_buffer("permutation", perm)

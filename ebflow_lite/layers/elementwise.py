@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -15,13 +16,15 @@ def _event_shape(dim: int | None, event_shape: Shape | None, where: str) -> Shap
     """The event shape of an element-wise layer: ``dim`` (vectors) or ``event_shape``."""
     if dim is not None and event_shape is not None:
         raise ValueError(f"{where}: pass dim or event_shape, not both")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral)
+                            or dim < 1):
         raise ValueError(f"{where}: dim must be a positive int or None, got {dim!r}")
-    return as_event_shape(dim if dim is not None else event_shape)
+    return as_event_shape(int(dim) if dim is not None else event_shape)
 
 
 def _check_real(value: float, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)):
         raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -26,7 +26,7 @@ class Planar(FlowLayer):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        check_positive_int(dim, "dim", "Planar")
+        dim = check_positive_int(dim, "dim", "Planar")
         self.event_shape = (dim,)
         self.u = nn.Parameter(torch.randn(dim) * 0.5)
         self.w = nn.Parameter(torch.randn(dim) * 0.5)

@@ -8,11 +8,12 @@ The score-matching objectives all estimate the per-dimension Hyvarinen objective
 """
 
 from ebflow_lite.objectives.likelihood import ml
+from ebflow_lite.objectives.nce import fce_flow_loss, nce, nce_logits
 from ebflow_lite.objectives.registry import OBJECTIVES, SCORE_MATCHING, Objective, get
 from ebflow_lite.objectives.score_matching import dsm, exact_sm, fdssm, ssm
 from ebflow_lite.objectives.sml import sml
 
 __all__ = [
-    "OBJECTIVES", "SCORE_MATCHING", "Objective", "dsm", "exact_sm", "fdssm", "get", "ml",
-    "sml", "ssm",
+    "OBJECTIVES", "SCORE_MATCHING", "Objective", "dsm", "exact_sm", "fce_flow_loss", "fdssm",
+    "get", "ml", "nce", "nce_logits", "sml", "ssm",
 ]

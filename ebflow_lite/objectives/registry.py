@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ebflow_lite.objectives.likelihood import ml
+from ebflow_lite.objectives.nce import nce
 from ebflow_lite.objectives.score_matching import dsm, exact_sm, fdssm, ssm
 from ebflow_lite.objectives.sml import sml
 
@@ -22,6 +23,7 @@ OBJECTIVES: dict[str, Callable[..., torch.Tensor]] = {
     "dsm": dsm,
     "fdssm": fdssm,
     "exact_sm": exact_sm,
+    "nce": nce,
 }
 
 #: The objectives that train without any determinant or inverse.
@@ -35,13 +37,13 @@ def get(name: str, **options: object) -> Objective:
 
     Args:
         name: one of :data:`OBJECTIVES` (``ml``, ``sml``, ``ssm``, ``dsm``, ``fdssm``,
-            ``exact_sm``).
+            ``exact_sm``, ``nce``).
         **options: keyword arguments of that objective.
 
     Raises:
         ValueError: an unknown name or an option the objective does not take.
     """
-    if name not in OBJECTIVES:
+    if not isinstance(name, str) or name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; expected one of {tuple(OBJECTIVES)}")
     function = OBJECTIVES[name]
     accepted = set(inspect.signature(function).parameters) - {"model", "x"}

@@ -40,14 +40,18 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ebflow_lite.autodiff import energy_and_grad
 from ebflow_lite.draws import draw
-from ebflow_lite.validation import check_batch, model_event_shape
+from ebflow_lite.validation import (
+    check_batch,
+    check_generator,
+    check_positive,
+    check_positive_int,
+    model_event_shape,
+)
 
 _PROJECTIONS = ("rademacher", "gaussian")
 
@@ -67,26 +71,10 @@ def energy_variable(model: nn.Module, x: torch.Tensor, where: str) -> torch.Tens
             f"{where}: the model must have an energy(z) -> (B,) method, "
             f"got {type(model).__name__}"
         )
-    check_batch(x, model_event_shape(model), where=where)
-    if x.shape[0] == 0:
-        raise ValueError(f"{where}: the batch is empty (shape {tuple(x.shape)})")
+    check_batch(x, model_event_shape(model), where=where, nonempty=True)
     preprocess = getattr(model, "preprocess", None)
     z = preprocess(x) if callable(preprocess) else x
     return z.detach()
-
-
-def _check_positive(value: float, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: {name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{where}: {name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def _check_slices(n_slices: int, where: str) -> int:
-    if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
-        raise ValueError(f"{where}: n_slices must be an int >= 1, got {n_slices!r}")
-    return n_slices
 
 
 def _energy_and_grad(model: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +160,8 @@ def ssm(
         Song, Garg, Shi and Ermon, "Sliced Score Matching", UAI 2019; Chao et al., NeurIPS
         2023 (L_SSM).
     """
-    n_slices = _check_slices(n_slices, "ssm")
+    n_slices = check_positive_int(n_slices, "n_slices", "ssm")
+    check_generator(generator, "ssm")
     if projection not in _PROJECTIONS:
         raise ValueError(f"ssm: projection must be one of {_PROJECTIONS}, got {projection!r}")
     z = energy_variable(model, x, "ssm")
@@ -225,8 +214,9 @@ def fdssm(
         Pang et al., "Efficient Learning of Generative Models via Finite-Difference Score
         Matching", NeurIPS 2020; Chao et al., NeurIPS 2023 (L_FDSSM).
     """
-    eps = _check_positive(eps, "eps", "fdssm")
-    n_slices = _check_slices(n_slices, "fdssm")
+    eps = check_positive(eps, "eps", "fdssm")
+    n_slices = check_positive_int(n_slices, "n_slices", "fdssm")
+    check_generator(generator, "fdssm")
     z = energy_variable(model, x, "fdssm")
     if n_slices > 1:
         z = z.repeat(n_slices, *([1] * (z.dim() - 1)))
@@ -274,7 +264,8 @@ def dsm(
         Vincent, "A Connection Between Score Matching and Denoising Autoencoders", Neural
         Computation 2011; Chao et al., NeurIPS 2023 (L_DSM).
     """
-    sigma = _check_positive(sigma, "sigma", "dsm")
+    sigma = check_positive(sigma, "sigma", "dsm")
+    check_generator(generator, "dsm")
     z = energy_variable(model, x, "dsm")
     n = draw("normal", z.shape, like=z, generator=generator)
     noisy = z + sigma * n

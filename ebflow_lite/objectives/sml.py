@@ -17,7 +17,9 @@ def sml(
     Since ``grad log Z = -E_model[grad E]``, the parameter gradient of this loss,
     ``E_data[grad E] - E_model[grad E]``, equals the gradient of the negative
     log-likelihood in expectation over the negatives (the contrastive-divergence form). The
-    value itself is not the NLL (it drops ``log Z``).
+    value itself is not the NLL (it drops ``log Z``). In training mode, a model with
+    uninitialised data-dependent layers (ActNorm's ``initialized`` buffer) is first run on
+    the data alone, so that those layers initialise on data, never on negatives.
 
     Args:
         model: a module with ``energy(z) -> (B,)``.
@@ -40,6 +42,13 @@ def sml(
         Minimizing Contrastive Divergence", Neural Computation 2002.
     """
     z = energy_variable(model, x, "sml")
+    if model.training and any(
+        name.endswith("initialized") and not bool(flag) for name, flag in model.named_buffers()
+    ):
+        # Data-dependent initialisation (ActNorm) must see the data alone, as in ML, not the
+        # concatenation below, half of which are the model's own samples.
+        with torch.no_grad():
+            model.energy(z)
     if negatives is None:
         sampler = getattr(model, "sample", None)
         if not callable(sampler):
@@ -48,7 +57,7 @@ def sml(
             )
         with torch.no_grad():
             negatives = sampler(z.shape[0], through_preprocessing=False)
-    check_batch(negatives, model_event_shape(model), where="sml negatives")
+    check_batch(negatives, model_event_shape(model), where="sml negatives", nonempty=True)
     if negatives.shape[1:] != z.shape[1:]:
         raise ValueError(
             f"sml: negatives have shape {tuple(negatives.shape)}, data {tuple(z.shape)}"

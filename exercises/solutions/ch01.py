@@ -19,11 +19,11 @@ def affine_log_density(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> tor
 def planar_forward(
     x: torch.Tensor, u_hat: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``y = x + u_hat tanh(w^T x + b)`` and ``log|1 + h'(w^T x + b) u_hat^T w|`` in O(D)."""
+    """``y = x + u_hat tanh(w^T x + b)`` and ``log|1 + tanh'(w^T x + b) u_hat^T w|`` in O(D)."""
     a = x @ w + b  # (B,)
     y = x + u_hat * torch.tanh(a).unsqueeze(1)
-    h_prime = 1 - torch.tanh(a) ** 2
-    return y, torch.log(torch.abs(1 + h_prime * (u_hat @ w)))
+    tanh_prime = 1 - torch.tanh(a) ** 2
+    return y, torch.log(torch.abs(1 + tanh_prime * (u_hat @ w)))
 
 
 def image_area(

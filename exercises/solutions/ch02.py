@@ -56,3 +56,13 @@ def loglog_slope(dims: Sequence[float], seconds: Sequence[float]) -> float:
     log_d, log_t = np.log(np.asarray(dims, float)), np.log(np.asarray(seconds, float))
     log_d_centred = log_d - log_d.mean()
     return float((log_d_centred * (log_t - log_t.mean())).sum() / (log_d_centred**2).sum())
+
+
+def additive_coupling(x: torch.Tensor, shift: torch.nn.Module, parity: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """NICE's additive coupling: ``y_b = x_b + t(x_a)``, log-det zero for every sample."""
+    index = torch.arange(x.shape[1])
+    keep, change = index[index % 2 == parity], index[index % 2 != parity]
+    y = x.clone()
+    y[:, change] = x[:, change] + shift(x[:, keep])
+    return y, torch.zeros(x.shape[0], dtype=x.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -61,3 +62,16 @@ def fdssm_bias(
             fd = ((e_plus - e_minus) ** 2 / 8 + 2 * e0 - e_plus - e_minus).mean() / eps**2
             biases.append(float((fd - exact).abs()))
     return biases
+
+
+def mixture_score(x: torch.Tensor, weight: float, mean: float, std: float) -> torch.Tensor:
+    """Score of ``w N(m, s^2) + (1 - w) N(-m, s^2)``: responsibilities times component scores."""
+    log_right = -0.5 * ((x - mean) / std) ** 2 + math.log(weight)
+    log_left = -0.5 * ((x + mean) / std) ** 2 + math.log(1 - weight)
+    responsibility = torch.sigmoid(log_right - log_left)          # r(x) = P(right | x)
+    return responsibility * (-(x - mean) / std**2) + (1 - responsibility) * (-(x + mean) / std**2)
+
+
+def gamma_score(x: torch.Tensor, shape: float) -> torch.Tensor:
+    """Score of Gamma(k, 1), ``p(x) ~ x^(k-1) exp(-x)`` on ``x > 0``: ``(k - 1) / x - 1``."""
+    return (shape - 1) / x - 1

@@ -22,7 +22,7 @@ def ema_update(
     shadow: list[torch.Tensor], params: list[torch.Tensor], step: int, decay: float = 0.999,
 ) -> list[torch.Tensor]:
     """One EMA update with warm-up; ``step`` counts the updates done before this one."""
-    m = min(decay, (1 + step) / (10 + step))
+    m = min(decay, (2 + step) / (11 + step))
     return [m * s + (1 - m) * p for s, p in zip(shadow, params, strict=True)]
 
 
