@@ -67,8 +67,10 @@ def front_matter(path: Path) -> dict:
 
 
 def normalized(text: str) -> str:
-    """Whitespace collapsed, case folded, words hyphenated at a line end joined again."""
+    """Whitespace collapsed, case folded, words hyphenated at a line end joined again, and
+    typographic quotes as straight ones (typst prints ' as a curly apostrophe)."""
     text = re.sub(r"\u00ad\s*", "", text)
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
     return " ".join(text.split()).casefold()
 
 
