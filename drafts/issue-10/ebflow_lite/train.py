@@ -40,24 +40,24 @@ from ebflow_lite.experiments import image_training as it
 _NONE_WORDS = ("none", "off", "0")
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str, minimum: int) -> int:
+    """``text`` as an int of at least ``minimum``, else an argparse type error."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _integer(text, 0)
 
 
 def _number(text: str) -> float:
@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Glow steps per level (default: 16)")
     model.add_argument("--glow-hidden", type=_positive_int, metavar="H",
                        help="Glow coupling width (default: 512)")
+    model.add_argument("--data-init", action=argparse.BooleanOptionalAction,
+                       help="rescale the dense/convolution layers on the first batch to "
+                            "standardised outputs (not in the paper; chapter 11 uses it for "
+                            "the CNN; default: off)")
     stab = parser.add_argument_group("stabilisers")
     stab.add_argument("--ema", action=argparse.BooleanOptionalAction,
                       help="evaluate an EMA of the parameters (default: on)")
@@ -235,8 +239,8 @@ _CONFIG_FLAGS = (
     "data_seed", "steps", "batch_size", "optimizer", "lr", "weight_decay", "lr_gamma",
     "lr_epochs", "grad_clip", "sigma", "eps", "n_slices", "energy_weight", "logit_alpha",
     "logit_eps", "slr_alpha", "fc_residual", "kernel_size", "glow_levels", "glow_depth",
-    "glow_hidden", "ema", "ema_decay", "map", "eval_every", "n_eval", "eval_batch_size",
-    "eval_seed", "checkpoint_every", "max_minutes", "seed", "device",
+    "glow_hidden", "data_init", "ema", "ema_decay", "map", "eval_every", "n_eval",
+    "eval_batch_size", "eval_seed", "checkpoint_every", "max_minutes", "seed", "device",
 )
 
 
