@@ -11,6 +11,10 @@ script runs this check first:
   - inline math ``$...$`` whose continuation line starts with ``- ``, ``+ `` or ``* ``:
     Markdown reads that line as a list item, so the math is broken and shows as raw
     ``$...$`` text. Put the operator at the end of the previous line.
+  - a TAB character in a Markdown line outside code cells (math blocks included; MyST
+    ``%`` comments, such as frozen cell outputs, are exempt): a script that wrote
+    ``"$784\\times 784$"`` without a raw string once turned the ``\\t`` of ``\\times`` into a
+    TAB, which breaks the math and shows nothing in the source at a glance.
   - STYLE.md's skeleton, in numbered chapters (``chapters/NN-*.md``): a figure cell (a code
     cell labelled ``fig-...``) without a caption, a figure cell followed directly by another
     cell or a heading (no prose telling the reader what to see), and a ``## Prerequisites``
@@ -69,6 +73,12 @@ def check_file(path: Path) -> tuple[list[str], list[str]]:
                               "\\left...\\right")
         if in_code and not in_display_math:
             continue
+        if "\t" in line and not stripped.startswith("%"):
+            column = line.index("\t") + 1
+            errors.append(f"{where}: a TAB character at column {column}; if a "
+                          "script wrote this line, it may have read a backslash-t (as in "
+                          "\\times or \\text) as a TAB: restore the backslash sequence, or "
+                          "use spaces")
         if DROPDOWN.match(stripped):
             warnings.append(f"{where}: {{{DROPDOWN.match(stripped).group(1)}}} is left out "
                             "of the PDF; use :::{note} Title with :class: dropdown")

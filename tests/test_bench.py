@@ -88,6 +88,17 @@ def test_time_interleaved_alternates_and_caps_each_callable() -> None:
         bench.time_interleaved([quick], repeats=0)
 
 
+def test_time_interleaved_runs_blocks_of_calls_per_round() -> None:
+    calls: list[str] = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    times = bench.time_interleaved(fns, repeats=5, warmup=0, calls_per_round=2)
+    # rounds of two calls of each in turn; the last round holds what is left of the five
+    assert "".join(calls) == "aabbaabbab"
+    assert [len(t) for t in times] == [5, 5]
+    with pytest.raises(ValueError, match="calls_per_round must be an int >= 1"):
+        bench.time_interleaved(fns, calls_per_round=0)
+
+
 def test_time_training_step_is_positive_and_finite() -> None:
     times = bench.time_training_step("dsm", 16, batch_size=8, repeats=2, warmup=1,
                                      device="cpu")

@@ -75,45 +75,111 @@ def test_affine_density_flags_summing_over_the_batch():
     _assert_hint(check.affine_log_density(summed), "one value per sample")
 
 
-# ----------------------------------------------------------------------------- planar
-def test_planar_accepts_reference():
-    assert check.planar_forward(solutions.planar_forward)
+# ----------------------------------------------------------------------------- generative planar
+def _log_normal(u):
+    return -0.5 * (u**2).sum(1) - 0.5 * u.shape[1] * math.log(2 * math.pi)
 
 
-def test_planar_rejects_stub():
-    _assert_hint(check.planar_forward(stub), "not implemented")
+def _ridge_log_det(a, u_hat, w):
+    return torch.log(torch.abs(1 + (1 - torch.tanh(a) ** 2) * (u_hat @ w)))
 
 
-def test_planar_flags_tanh_instead_of_its_derivative():
-    def uses_tanh(x, u_hat, w, b):
-        y, _ = solutions.planar_forward(x, u_hat, w, b)
-        return y, torch.log(torch.abs(1 + torch.tanh(x @ w + b) * (u_hat @ w)))
-
-    _assert_hint(check.planar_forward(uses_tanh), "derivative")
+def test_generative_planar_accepts_reference():
+    assert check.generative_planar_density(solutions.generative_planar_density)
 
 
-def test_planar_flags_missing_one_plus():
-    def no_one(x, u_hat, w, b):
-        y, _ = solutions.planar_forward(x, u_hat, w, b)
-        return y, torch.log(torch.abs((1 - torch.tanh(x @ w + b) ** 2) * (u_hat @ w)))
-
-    _assert_hint(check.planar_forward(no_one), "'1 +' is missing")
+def test_generative_planar_rejects_stub():
+    _assert_hint(check.generative_planar_density(stub), "not implemented")
 
 
-def test_planar_flags_determinant_instead_of_log():
-    def no_log(x, u_hat, w, b):
-        y, logdet = solutions.planar_forward(x, u_hat, w, b)
-        return y, logdet.exp()
+def test_generative_planar_flags_added_log_det():
+    def plus(x, u_hat, w, b):
+        u, _ = solutions.generative_planar_density(x, u_hat, w, b)
+        return u, _log_normal(u) + _ridge_log_det(u @ w + b, u_hat, w)
 
-    _assert_hint(check.planar_forward(no_log), "logarithm")
+    _assert_hint(check.generative_planar_density(plus), "wrong sign")
 
 
-def test_planar_flags_a_wrong_map():
-    def forgot_tanh(x, u_hat, w, b):
-        _, logdet = solutions.planar_forward(x, u_hat, w, b)
-        return x + u_hat * (x @ w + b).unsqueeze(1), logdet
+def test_generative_planar_flags_log_det_at_the_data_point():
+    def at_x(x, u_hat, w, b):
+        u, _ = solutions.generative_planar_density(x, u_hat, w, b)
+        return u, _log_normal(u) - _ridge_log_det(x @ w + b, u_hat, w)
 
-    _assert_hint(check.planar_forward(forgot_tanh), "y is wrong")
+    _assert_hint(check.generative_planar_density(at_x), "evaluated at x")
+
+
+def test_generative_planar_flags_prior_at_the_data_point():
+    def prior_at_x(x, u_hat, w, b):
+        u, _ = solutions.generative_planar_density(x, u_hat, w, b)
+        return u, _log_normal(x) - _ridge_log_det(u @ w + b, u_hat, w)
+
+    _assert_hint(check.generative_planar_density(prior_at_x), "prior is evaluated at x")
+
+
+def test_generative_planar_flags_one_step_instead_of_a_root_find():
+    def one_step(x, u_hat, w, b):
+        u = x - u_hat * torch.tanh(x @ w + b).unsqueeze(1)
+        return u, _log_normal(u) - _ridge_log_det(u @ w + b, u_hat, w)
+
+    _assert_hint(check.generative_planar_density(one_step), "not the latent of x")
+
+
+def test_generative_planar_flags_a_fixed_point_iteration():
+    def fixed_point(x, u_hat, w, b):
+        u = x.clone()
+        for _ in range(200):
+            u = x - u_hat * torch.tanh(u @ w + b).unsqueeze(1)
+        return u, _log_normal(u) - _ridge_log_det(u @ w + b, u_hat, w)
+
+    _assert_hint(check.generative_planar_density(fixed_point), "fixed-point", "Newton")
+
+
+def test_generative_planar_flags_newton_without_a_bracket():
+    def plain_newton(x, u_hat, w, b):
+        c, target = u_hat @ w, x @ w + b
+        a = target.clone()
+        for _ in range(60):
+            a = a - (a + c * torch.tanh(a) - target) / (1 + c * (1 - torch.tanh(a) ** 2))
+        u = x - u_hat * torch.tanh(a).unsqueeze(1)
+        return u, _log_normal(u) - _ridge_log_det(a, u_hat, w)
+
+    _assert_hint(check.generative_planar_density(plain_newton), "cycle", "bracket")
+
+
+def test_generative_planar_flags_a_bracket_that_accepts_long_newton_steps():
+    def long_steps(x, u_hat, w, b):
+        c, target = u_hat @ w, x @ w + b
+        lo, hi = target - c.abs(), target + c.abs()
+        a = target.clone()
+        for _ in range(60):
+            residual = a + c * torch.tanh(a) - target
+            lo = torch.where(residual < 0, a, lo)
+            hi = torch.where(residual > 0, a, hi)
+            newton = a - residual / (1 + c * (1 - torch.tanh(a) ** 2))
+            a = torch.where((newton >= lo) & (newton <= hi), newton, 0.5 * (lo + hi))
+        u = x - u_hat * torch.tanh(a).unsqueeze(1)
+        return u, _log_normal(u) - _ridge_log_det(a, u_hat, w)
+
+    _assert_hint(check.generative_planar_density(long_steps), "longer than half")
+
+
+def test_generative_planar_flags_a_dense_jacobian():
+    def dense(x, u_hat, w, b):
+        u, _ = solutions.generative_planar_density(x, u_hat, w, b)
+        slope = 1 - torch.tanh(u @ w + b) ** 2
+        eye = torch.eye(x.shape[1], dtype=x.dtype)
+        jac = eye + slope[:, None, None] * u_hat[:, None] * w[None, :]   # (B, D, D)
+        return u, _log_normal(u) - torch.linalg.slogdet(jac)[1]
+
+    _assert_hint(check.generative_planar_density(dense), "D x D matrix")
+
+
+def test_generative_planar_flags_summing_over_the_batch():
+    def summed(x, u_hat, w, b):
+        u, log_p = solutions.generative_planar_density(x, u_hat, w, b)
+        return u, log_p.sum()
+
+    _assert_hint(check.generative_planar_density(summed), "one value per sample")
 
 
 # ----------------------------------------------------------------------------- image area

@@ -6,6 +6,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 import torch
 from solutions import ch02 as solutions
 
@@ -22,120 +23,123 @@ def _assert_hint(result, *words: str) -> None:
         assert word in result.message, result.message
 
 
-def _latent_and_log_dets(layers, x):
-    h, log_dets = x, []
-    for layer in layers:
-        h, log_det = layer(h)
-        log_dets.append(log_det)
-    return h, log_dets
-
-
 def _log_normal(u):
     return -0.5 * (u**2).sum(1) - 0.5 * u.shape[1] * math.log(2 * math.pi)
 
 
-# ----------------------------------------------------------------------------- composition
-def test_composed_log_prob_accepts_reference():
-    assert check.composed_log_prob(solutions.composed_log_prob)
+# ----------------------------------------------------------------------------- sampling order
+def _backward_sweep(layers, u, *, order="reversed", step="inverse", log_det_at="input"):
+    """Variants of the backward sweep: layer order, map, and where each log-det is taken."""
+    h, log_dets = u, []
+    for layer in (reversed(layers) if order == "reversed" else layers):
+        before = h
+        h = layer.inverse(h) if step == "inverse" else layer(h)[0]
+        log_dets.append(layer(h if log_det_at == "input" else before)[1])
+    return h, log_dets
 
 
-def test_composed_log_prob_rejects_stub():
-    _assert_hint(check.composed_log_prob(stub), "not implemented")
+def test_sample_with_log_prob_accepts_reference():
+    assert check.sample_with_log_prob(solutions.sample_with_log_prob)
 
 
-def test_composed_log_prob_flags_subtracted_log_dets():
-    def subtracted(layers, x):
-        u, log_dets = _latent_and_log_dets(layers, x)
-        return _log_normal(u) - sum(log_dets)
-
-    _assert_hint(check.composed_log_prob(subtracted), "wrong sign")
+def test_sample_with_log_prob_rejects_stub():
+    _assert_hint(check.sample_with_log_prob(stub), "not implemented")
 
 
-def test_composed_log_prob_flags_missing_log_dets():
-    def prior_only(layers, x):
-        return _log_normal(_latent_and_log_dets(layers, x)[0])
+def _sweep_variant(*, sign=1, prior_at="u", **sweep):
+    def learner(layers, u):
+        x, log_dets = _backward_sweep(layers, u, **sweep)
+        return x, _log_normal(u if prior_at == "u" else x) + sign * sum(log_dets)
 
-    _assert_hint(check.composed_log_prob(prior_only), "log-dets are missing")
-
-
-def test_composed_log_prob_flags_prior_at_x():
-    def prior_at_x(layers, x):
-        return _log_normal(x) + sum(_latent_and_log_dets(layers, x)[1])
-
-    _assert_hint(check.composed_log_prob(prior_at_x), "latent u = g(x)")
+    return learner
 
 
-def test_composed_log_prob_flags_last_log_det_only():
-    def last_only(layers, x):
-        u, log_dets = _latent_and_log_dets(layers, x)
-        return _log_normal(u) + log_dets[-1]
-
-    _assert_hint(check.composed_log_prob(last_only), "only the last layer")
-
-
-def test_composed_log_prob_flags_missing_constant():
-    def no_constant(layers, x):
-        u, log_dets = _latent_and_log_dets(layers, x)
-        return -0.5 * (u**2).sum(1) + sum(log_dets)
-
-    _assert_hint(check.composed_log_prob(no_constant), "log(2 pi)")
+@pytest.mark.parametrize(("variant", "hint"), [
+    ({"order": "as given"}, "last layer first"),
+    ({"step": "forward"}, "forward maps"),
+    ({"sign": -1}, "wrong sign"),
+    ({"log_det_at": "output"}, "layer's output"),
+    ({"prior_at": "x"}, "prior is evaluated at the sample"),
+], ids=["inverses_in_the_layers_order", "forward_maps", "subtracted_log_dets",
+        "log_dets_at_the_outputs", "prior_at_the_sample"])
+def test_sample_with_log_prob_flags(variant, hint):
+    _assert_hint(check.sample_with_log_prob(_sweep_variant(**variant)), hint)
 
 
-# ----------------------------------------------------------------------------- coupling
-def test_coupling_accepts_reference():
-    assert check.coupling_forward(solutions.coupling_forward)
+def test_sample_with_log_prob_flags_missing_log_dets():
+    def prior_only(layers, u):
+        return _backward_sweep(layers, u)[0], _log_normal(u)
+
+    _assert_hint(check.sample_with_log_prob(prior_only), "log-dets are missing")
 
 
-def test_coupling_rejects_stub():
-    _assert_hint(check.coupling_forward(stub), "not implemented")
+# ----------------------------------------------------------------------------- IAF costs
+def test_iaf_costs_accepts_reference():
+    result = check.iaf_costs(solutions.iaf_sample, solutions.iaf_log_prob)
+    assert result and "1 network pass" in result.message, result
 
 
-def _coupling_variant(x, scale_and_shift, parity, *, keep_parity=None, inverse_scale=False,
-                      shift_first=False, log_det="sum"):
-    index = torch.arange(x.shape[1])
-    kept = parity if keep_parity is None else keep_parity
-    keep, change = index[index % 2 == kept], index[index % 2 != kept]
-    s, t = scale_and_shift(x[:, keep])
-    y = x.clone()
-    scale = torch.exp(-s if inverse_scale else s)
-    y[:, change] = (x[:, change] + t) * scale if shift_first else x[:, change] * scale + t
-    value = {"sum": s.sum(1), "neg": -s.sum(1), "exp": torch.exp(s).sum(1)}[log_det]
-    return y, value
+def test_iaf_costs_rejects_stubs():
+    _assert_hint(check.iaf_costs(stub, solutions.iaf_log_prob), "not implemented")
+    _assert_hint(check.iaf_costs(solutions.iaf_sample, stub), "not implemented")
 
 
-def test_coupling_flags_the_wrong_half():
-    def wrong_half(x, scale_and_shift, parity):
-        return _coupling_variant(x, scale_and_shift, parity, keep_parity=1 - parity)
+def test_iaf_costs_flags_a_sequential_sampler():
+    def sequential_sample(conditioner, u):      # right values, D passes
+        x = torch.zeros_like(u)
+        for i in range(u.shape[1]):
+            log_scale, shift = conditioner(u)
+            x[:, i] = u[:, i] * torch.exp(log_scale[:, i]) + shift[:, i]
+        return x
 
-    _assert_hint(check.coupling_forward(wrong_half), "pass through unchanged")
-
-
-def test_coupling_flags_inverted_scale():
-    def inverted(x, scale_and_shift, parity):
-        return _coupling_variant(x, scale_and_shift, parity, inverse_scale=True)
-
-    _assert_hint(check.coupling_forward(inverted), "exp(-s)")
+    _assert_hint(check.iaf_costs(sequential_sample, solutions.iaf_log_prob),
+                 "called the network 6 times")
 
 
-def test_coupling_flags_shift_before_scale():
-    def shift_first(x, scale_and_shift, parity):
-        return _coupling_variant(x, scale_and_shift, parity, shift_first=True)
+def test_iaf_costs_flags_a_sampler_that_inverts():
+    def undone(conditioner, u):
+        log_scale, shift = conditioner(u)
+        return (u - shift) * torch.exp(-log_scale)
 
-    _assert_hint(check.coupling_forward(shift_first), "scale first")
-
-
-def test_coupling_flags_negative_log_det():
-    def negative(x, scale_and_shift, parity):
-        return _coupling_variant(x, scale_and_shift, parity, log_det="neg")
-
-    _assert_hint(check.coupling_forward(negative), "wrong sign")
+    _assert_hint(check.iaf_costs(undone, solutions.iaf_log_prob), "undid the map")
 
 
-def test_coupling_flags_sum_of_exp():
-    def summed_exp(x, scale_and_shift, parity):
-        return _coupling_variant(x, scale_and_shift, parity, log_det="exp")
+def test_iaf_costs_flags_added_log_scales():
+    def plus(conditioner, x):
+        u = torch.zeros_like(x)
+        for _ in range(x.shape[1]):
+            log_scale, shift = conditioner(u)
+            u = (x - shift) * torch.exp(-log_scale)
+        return _log_normal(u) + log_scale.sum(1)
 
-    _assert_hint(check.coupling_forward(summed_exp), "summed exp(s)")
+    _assert_hint(check.iaf_costs(solutions.iaf_sample, plus), "wrong sign")
+
+
+def test_iaf_costs_flags_the_maf_formula():
+    def one_pass(conditioner, x):              # feeds x to the network: MAF's density
+        log_scale, shift = conditioner(x)
+        return _log_normal((x - shift) * torch.exp(-log_scale)) - log_scale.sum(1)
+
+    _assert_hint(check.iaf_costs(solutions.iaf_sample, one_pass), "MAF's map")
+
+
+def test_iaf_costs_flags_one_pass_too_few():
+    def short(conditioner, x):                  # D - 1 passes: the last feature is not exact
+        u = torch.zeros_like(x)
+        for _ in range(x.shape[1] - 1):
+            log_scale, shift = conditioner(u)
+            u = (x - shift) * torch.exp(-log_scale)
+        return _log_normal(u) - log_scale.sum(1)
+
+    _assert_hint(check.iaf_costs(solutions.iaf_sample, short), "after k passes")
+
+
+def test_iaf_costs_flags_a_loop_over_samples():
+    def per_sample(conditioner, x):            # right values, B * D passes of one row each
+        return torch.cat([solutions.iaf_log_prob(conditioner, x[i:i + 1])
+                          for i in range(x.shape[0])])
+
+    _assert_hint(check.iaf_costs(solutions.iaf_sample, per_sample), "whole batch")
 
 
 # ----------------------------------------------------------------------------- slogdet timing
@@ -210,6 +214,18 @@ def test_slogdet_scaling_rejects_timings_from_a_formula():
 # ----------------------------------------------------------------------------- additive coupling
 def test_additive_coupling_accepts_reference():
     assert check.additive_coupling(solutions.additive_coupling)
+
+
+def test_additive_coupling_rejects_stub():
+    _assert_hint(check.additive_coupling(stub), "not implemented")
+
+
+def test_additive_coupling_rejects_the_wrong_half():
+    def other_half(x, shift, parity):
+        return solutions.additive_coupling(x, lambda v: shift(v[:, : shift[0].in_features]),
+                                           1 - parity)
+
+    _assert_hint(check.additive_coupling(other_half), "pass unchanged")
 
 
 def test_additive_coupling_rejects_the_shift_summed_as_a_log_scale():

@@ -27,37 +27,32 @@ from ebflow_lite.layers import (
     SmoothLeakyReLU,
     Squeeze,
 )
+from ebflow_lite.testing import perturb_parameters
 
 DTYPE = torch.float64
 
 
-def _perturb(module: torch.nn.Module, scale: float) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-
-
 def make_dense(dim: int) -> Dense:
     layer = Dense(dim, init="orthogonal").to(DTYPE)
-    _perturb(layer, 0.3)
+    perturb_parameters(layer, 0.3)
     return layer
 
 
 def make_dense_no_bias(dim: int) -> Dense:
     layer = Dense(dim, bias=False, init="neg_identity").to(DTYPE)
-    _perturb(layer, 0.3)
+    perturb_parameters(layer, 0.3)
     return layer
 
 
 def make_ludense(dim: int) -> LUDense:
     layer = LUDense(dim).to(DTYPE)
-    _perturb(layer, 0.5)
+    perturb_parameters(layer, 0.5)
     return layer
 
 
 def make_actnorm(dim: int) -> ActNorm:
     layer = ActNorm(dim).to(DTYPE)
-    _perturb(layer, 0.5)
+    perturb_parameters(layer, 0.5)
     layer.initialized.fill_(True)
     return layer
 
@@ -75,7 +70,7 @@ def make_coupling(dim: int, parity: int) -> AffineCoupling:
 def make_autoregressive(kind: type, dim: int, reverse: bool = False) -> FlowLayer:
     layer = kind(dim, hidden=16, depth=2, reverse=reverse).to(DTYPE)
     # MADE's last layer starts at zero (an identity map); make it non-trivial.
-    _perturb(layer, 0.5)
+    perturb_parameters(layer, 0.5)
     return layer
 
 
@@ -100,13 +95,13 @@ def make_image_actnorm(shape: tuple[int, ...]) -> ActNorm:
 
 def make_conv1x1(shape: tuple[int, ...], lu: bool = False) -> FlowLayer:
     layer = (LUConv1x1(shape[0]) if lu else Conv1x1(shape[0])).to(DTYPE)
-    _perturb(layer, 0.3)
+    perturb_parameters(layer, 0.3)
     return layer
 
 
 def make_conv(shape: tuple[int, ...], padding_mode: str, kernel_size: int = 3) -> ConvKxK:
     layer = ConvKxK(shape[0], kernel_size, padding_mode).to(DTYPE)
-    _perturb(layer, 0.2)
+    perturb_parameters(layer, 0.2)
     return layer
 
 

@@ -254,6 +254,19 @@ def _sigint() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's default Ctrl-C handler for the test, which fit defers.
+
+    A shell without job control starts background jobs with SIGINT ignored, and Python then
+    leaves it ignored; fit (rightly) only replaces the default handler, so the Ctrl-C tests
+    would see no interrupt at all when the suite runs as such a job.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _raise() -> None:
     raise KeyboardInterrupt
 
@@ -273,7 +286,7 @@ INTERRUPTS = {
 
 
 @pytest.mark.parametrize("case", list(INTERRUPTS), ids=list(INTERRUPTS))
-def test_an_interrupt_loses_nothing(case: str, tmp_path: Path) -> None:
+def test_an_interrupt_loses_nothing(case: str, tmp_path: Path, default_sigint: None) -> None:
     options, stop, exact = INTERRUPTS[case]
     options = {"checkpoint_every": 100, **options}
     reference, reference_history, _ = train(12)

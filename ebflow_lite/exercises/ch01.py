@@ -1,8 +1,9 @@
 """Checkers for the exercises of chapter 1 (change of variables).
 
 Each checker compares the learner's function with an independent computation: a closed-form
-Gaussian density (``torch.distributions``), the determinant of an autograd Jacobian and the
-library's :class:`ebflow_lite.layers.Planar`, or the exact area of a mapped square.
+Gaussian density (``torch.distributions``), the bisection inverse and the log-det of the
+library's :class:`ebflow_lite.layers.Planar` (checked against an autograd Jacobian), or the
+exact area of a mapped square.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from collections.abc import Callable
 
 import torch
 from torch.autograd.functional import jacobian
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from ebflow_lite.exercises import CheckResult, checker, failed, passed
+from ebflow_lite.flow import standard_normal_log_prob
 from ebflow_lite.layers import Planar
 
 DTYPE = torch.float64
@@ -92,69 +96,143 @@ def affine_log_density(
 
 
 # ----------------------------------------------------------------------------- exercise 2
-def _planar_map(x: torch.Tensor, u_hat: torch.Tensor, w: torch.Tensor,
-                b: torch.Tensor) -> torch.Tensor:
-    return x + u_hat * torch.tanh(x @ w + b).unsqueeze(-1)
+class _LargestTensor(TorchDispatchMode):
+    """Records the shape of the largest tensor that any operator returns (views included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel, self.shape = 0, ()
+
+    def __torch_dispatch__(self, func: Callable[..., object], types: object,
+                           args: tuple = (), kwargs: dict | None = None) -> object:
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor) and value.numel() > self.numel:
+                self.numel, self.shape = value.numel(), tuple(value.shape)
+        return out
+
+
+def _generative_planar_case(
+    dim: int, w_dot_u_hat: float, b: float, batch: int, seed: int,
+) -> tuple[Planar, torch.Tensor]:
+    """A :class:`Planar` layer with ``w^T u_hat`` set to ``w_dot_u_hat``, and data ``x = f(u)``.
+
+    The layer's forward map is the generator ``f`` of the exercise (the same formula). The
+    latents are Gaussian, shifted along ``w`` so that ``w^T u + b`` runs over a grid.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # leave the learner's random stream untouched
+        layer = Planar(dim).to(DTYPE)
+    w = torch.randn(dim, generator=gen, dtype=DTYPE)
+    r = torch.randn(dim, generator=gen, dtype=DTYPE)
+    # Planar.u_hat() maps w.u to m(w.u) = -1 + softplus(w.u); invert m to hit w_dot_u_hat
+    wanted = math.log(math.expm1(w_dot_u_hat + 1.0))
+    with torch.no_grad():
+        layer.w.copy_(w)
+        layer.u.copy_(r + (wanted - w @ r) * w / (w @ w))
+        layer.b.fill_(b)
+        latent = torch.randn(batch, dim, generator=gen, dtype=DTYPE)
+        # move each latent along w so that a = w^T u + b covers [-3, 3], the ridge included
+        a_grid = torch.linspace(-3.0, 3.0, batch, dtype=DTYPE)
+        latent = latent + (a_grid - latent @ w - b).unsqueeze(1) * w / (w @ w)
+        x = layer(latent)[0]
+    return layer, x
+
+
+def _single_jacobian(layer: Planar, point: torch.Tensor) -> torch.Tensor:
+    """The autograd Jacobian of the layer's map at one point, shape (D, D)."""
+    return jacobian(lambda v: layer(v.unsqueeze(0))[0].squeeze(0), point)
+
+
+# (D, w^T u_hat, b, batch): a ridge that almost folds, a mild one, a steep one on a fine grid
+# of a = w^T u + b (where Newton's method can cycle), and a steep one in a dimension where a
+# D x D matrix is much larger than the batch (B D = 768 < D^2 = 4096)
+_GENERATIVE_CASES = [(2, -0.95, 0.3, 41), (5, 0.5, -0.4, 41), (3, 6.0, 0.2, 601),
+                     (64, 6.0, 0.2, 12)]
 
 
 @checker
-def planar_forward(
+def generative_planar_density(
     learner: Callable[..., tuple[torch.Tensor, torch.Tensor]],
 ) -> CheckResult:
-    """Check ``learner(x, u_hat, w, b) -> (y, log|det J|)`` for the planar flow.
+    """Check ``learner(x, u_hat, w, b) -> (u, log p(x))`` for the generative planar flow.
 
-    References: the determinant of the autograd Jacobian of ``y`` (one sample at a time) and
-    :class:`ebflow_lite.layers.Planar` with the same parameters.
+    The generator is ``x = f(u) = u + u_hat tanh(w^T u + b)`` with ``u ~ N(0, I)``. The
+    references are the bisection of :meth:`ebflow_lite.layers.Planar.inverse` for ``u`` and
+    ``log N(u) - log|det J_f(u)|`` with the log-det of ``Planar.forward`` (checked against an
+    autograd Jacobian). A dispatch mode watches every tensor the learner's function creates
+    and rejects a ``D x D`` one.
     """
-    gen = torch.Generator().manual_seed(202)
-    for dim in (2, 5):
-        with torch.random.fork_rng():  # leave the learner's random stream untouched
-            layer = Planar(dim).to(DTYPE)
+    for seed, (dim, w_dot_u_hat, b, batch) in enumerate(_GENERATIVE_CASES):
+        layer, x = _generative_planar_case(dim, w_dot_u_hat, b, batch, 505 + seed)
         with torch.no_grad():
-            layer.u.copy_(torch.randn(dim, generator=gen, dtype=DTYPE) * 1.5)
-            layer.w.copy_(torch.randn(dim, generator=gen, dtype=DTYPE))
-            layer.b.fill_(0.4)
-        u_hat, w, b = layer.u_hat().detach(), layer.w.detach(), layer.b.detach()
-        x = torch.randn(8, dim, generator=gen, dtype=DTYPE) * 1.5
-        out = learner(x.clone(), u_hat.clone(), w.clone(), b.clone())
-        if not (isinstance(out, tuple) and len(out) == 2):
-            return failed("return a pair (y, logdet)")
-        y, logdet = out
-        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-            return failed(f"y must be a tensor shaped like x, {tuple(x.shape)}")
-        y_ref, logdet_ref = layer(x)
-        if not torch.allclose(y.detach().to(DTYPE), y_ref.detach(), rtol=1e-9, atol=1e-9):
-            return failed("y is wrong: y = x + u_hat * tanh(w^T x + b), where w^T x + b is one "
-                          "number per sample (x @ w + b, shape (B,)) that scales the vector "
-                          "u_hat.")
-        value = _as_batch_values(logdet, x.shape[0], "logdet")
-        if isinstance(value, CheckResult):
-            return value
-        def planar_map(v: torch.Tensor, u_hat=u_hat, w=w, b=b) -> torch.Tensor:
-            return _planar_map(v, u_hat, w, b)
-
-        autograd_logdet = torch.stack([
-            torch.linalg.slogdet(jacobian(planar_map, x[i]))[1] for i in range(x.shape[0])
-        ])
-        if not torch.allclose(autograd_logdet, logdet_ref.detach(), rtol=1e-9, atol=1e-9):
+            u_hat, w, b_tensor = layer.u_hat(), layer.w.clone(), layer.b.clone()
+            u_ref = layer.inverse(x)
+            log_det_ref = layer(u_ref)[1]
+        autograd = torch.stack([torch.linalg.slogdet(_single_jacobian(layer, u_ref[i]))[1]
+                                for i in range(4)])
+        if not torch.allclose(autograd, log_det_ref[:4], rtol=1e-9, atol=1e-9):
             raise RuntimeError("internal: ebflow_lite.layers.Planar disagrees with autograd")
-        if torch.allclose(value, autograd_logdet, rtol=1e-9, atol=1e-9):
+        log_p_ref = standard_normal_log_prob(u_ref) - log_det_ref
+
+        watch = _LargestTensor()
+        with watch:
+            out = learner(x.clone(), u_hat.clone(), w.clone(), b_tensor.clone())
+        if not (isinstance(out, tuple) and len(out) == 2):
+            return failed("return a pair (u, log_p)")
+        u, log_p = out
+        if not isinstance(u, torch.Tensor) or u.shape != x.shape:
+            return failed(f"u must be a tensor shaped like x, {tuple(x.shape)}")
+        log_p = _as_batch_values(log_p, batch, "log_p")
+        if isinstance(log_p, CheckResult):
+            return log_p
+        if dim * dim > 4 * batch * dim and watch.numel >= dim * dim:
+            return failed(f"for D = {dim} your function created a tensor of shape "
+                          f"{watch.shape}, as large as a D x D matrix: a dense Jacobian (or a "
+                          "solve with it) costs O(D^2) to O(D^3). The map only moves x along "
+                          "u_hat, so project onto w (one number per sample), solve the scalar "
+                          "equation, and subtract the ridge: O(D) in all.")
+        u = u.detach().to(DTYPE)
+        with torch.no_grad():
+            round_trip = float((layer(u)[0] - x).abs().max())
+        if round_trip > 1e-9 or not torch.allclose(u, u_ref, rtol=1e-8, atol=1e-8):
+            if w_dot_u_hat > 1:
+                hint = (f"here w^T u_hat = {w_dot_u_hat:g}: the scalar map a -> a + "
+                        f"{w_dot_u_hat:g} tanh(a) is steep near 0 and flat far away, so a plain "
+                        "Newton step can jump across the root and cycle. The root lies in "
+                        "[T - |w^T u_hat|, T + |w^T u_hat|] (T = w^T x + b): keep that "
+                        "bracket, shrink it with the sign of each residual, and bisect when a "
+                        "Newton step leaves it or is longer than half of it.")
+            elif w_dot_u_hat < 0:
+                hint = (f"here w^T u_hat = {w_dot_u_hat:g} is close to -1: the slope "
+                        f"1 + w^T u_hat tanh'(a) drops to {1 + w_dot_u_hat:.2g}, where a "
+                        "fixed-point iteration u = x - u_hat tanh(w^T u + b) crawls or "
+                        "diverges; use Newton's method on the scalar equation.")
+            else:
+                hint = ("solve a + (w^T u_hat) tanh(a) = w^T x + b for a (one number per "
+                        "sample), then u = x - u_hat tanh(a).")
+            return failed(f"for D = {dim} your u is not the latent of x: f(u) misses x by up "
+                          f"to {round_trip:.2g}. {hint}")
+        if torch.allclose(log_p, log_p_ref, rtol=1e-9, atol=1e-9):
             continue
-        a = x @ w + b
-        uw = u_hat @ w
-        if torch.allclose(value, torch.log(torch.abs(1 + torch.tanh(a) * uw)), atol=1e-8):
-            return failed("you used tanh(a) where the lemma needs its derivative "
-                          "tanh'(a) = 1 - tanh(a)^2.")
-        if torch.allclose(value, torch.log(torch.abs((1 - torch.tanh(a) ** 2) * uw)),
-                          atol=1e-8):
-            return failed("the '1 +' is missing: det(I + v w^T) = 1 + w^T v, with "
-                          "v = tanh'(a) u_hat.")
-        if torch.allclose(value, torch.exp(autograd_logdet), rtol=1e-8, atol=1e-8):
-            return failed("you returned |det J|; return its logarithm.")
-        return failed(f"for D = {dim} your log-det differs from the autograd Jacobian's by up "
-                      f"to {float((value - autograd_logdet).abs().max()):.3g}.")
-    return passed("your O(D) log-det matches the O(D^3) determinant of the autograd Jacobian "
-                  "and ebflow_lite.layers.Planar.")
+        if torch.allclose(log_p, standard_normal_log_prob(u_ref) + log_det_ref, atol=1e-8):
+            return failed("the log-det has the wrong sign: f maps latent -> data, so its "
+                          "log|det J_f(u)| is subtracted (the inverse g = f^{-1} has log-det "
+                          "-log|det J_f(u)|, and the data -> latent log-det is added).")
+        c = u_hat @ w
+        at_x = torch.log(torch.abs(1 + c * (1 - torch.tanh(x @ w + b_tensor) ** 2)))
+        if torch.allclose(log_p, standard_normal_log_prob(u_ref) - at_x, atol=1e-8):
+            return failed("the log-det is evaluated at x: J_f is the Jacobian at the latent, "
+                          "1 + tanh'(w^T u + b) w^T u_hat, with the a you solved for.")
+        if torch.allclose(log_p, standard_normal_log_prob(x) - log_det_ref, atol=1e-8):
+            return failed("the prior is evaluated at x; evaluate N(0, I) at the latent u.")
+        if torch.allclose(log_p, standard_normal_log_prob(u_ref), atol=1e-8):
+            return failed("the Jacobian term is missing: subtract log|1 + tanh'(a) w^T u_hat|.")
+        return failed(f"for D = {dim} your log-density differs from log N(u) - log|det J_f(u)| "
+                      f"by up to {float((log_p - log_p_ref).abs().max()):.3g}.")
+    return passed("your latents reproduce x and your log-densities match the bisection of "
+                  "Planar.inverse and the log-det of Planar.forward, for a ridge that almost "
+                  "folds, a mild one and a steep one, without any D x D matrix.")
 
 
 # ----------------------------------------------------------------------------- exercise 3

@@ -1,9 +1,10 @@
 """Checkers for the exercises of chapter 2 (flows and maximum likelihood).
 
 Each checker compares the learner's function with an independent computation: the
-log-density from the determinant of the autograd Jacobian of the whole flow, the library's
-:class:`ebflow_lite.layers.AffineCoupling`, or a least-squares fit recomputed from the
-learner's own timings.
+determinant of the autograd Jacobian of a whole inverse flow or of one layer, the library's
+:class:`ebflow_lite.EBFlow` and :class:`ebflow_lite.layers.IAF` (with the network passes of
+the learner's own functions counted), or a least-squares fit recomputed from the learner's
+own timings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch.autograd.functional import jacobian
 
 from ebflow_lite.exercises import CheckResult, checker, failed, passed
 from ebflow_lite.flow import EBFlow, standard_normal_log_prob
-from ebflow_lite.layers import AffineCoupling, Dense, FlowLayer, SmoothLeakyReLU
+from ebflow_lite.layers import IAF, AffineCoupling, Dense, FlowLayer, SmoothLeakyReLU
 
 DTYPE = torch.float64
 
@@ -40,129 +41,282 @@ def _dense(dim: int) -> Dense:
 
 
 # ----------------------------------------------------------------------------- exercise 1
-@checker
-def composed_log_prob(
-    learner: Callable[[Sequence[FlowLayer], torch.Tensor], torch.Tensor],
-) -> CheckResult:
-    """Check ``learner(layers, x)`` = ``log p_u(g(x)) + sum_i log|det J_i|``.
-
-    The reference is the standard normal log-density of the latent plus the log-determinant
-    of the autograd Jacobian of the whole composition, one sample at a time.
-    """
-    dim = 3
+def _order_flow(dim: int) -> list[FlowLayer]:
+    """Five layers that do not commute: couplings of both parities, dense, leaky ReLU."""
     with torch.random.fork_rng():  # leave the learner's random stream untouched
         torch.manual_seed(303)
-        layers = [_coupling(dim, 0), _dense(dim), SmoothLeakyReLU(0.3, dim=dim),
-                  _coupling(dim, 1), _dense(dim)]
-        x = torch.randn(6, dim, dtype=DTYPE) * 1.5
+        return [_coupling(dim, 0), _dense(dim), SmoothLeakyReLU(0.3, dim=dim),
+                _coupling(dim, 1), _dense(dim)]
 
-    def latent_of(v: torch.Tensor) -> torch.Tensor:
-        h = v.unsqueeze(0)
-        for layer in layers:
-            h = layer(h)[0]
-        return h.squeeze(0)
 
+def _inverse_in_order(layers: Sequence[FlowLayer], u: torch.Tensor) -> torch.Tensor:
+    """``g_L^{-1}`` applied last: the mistake of inverting the layers in their own order."""
+    h = u
+    for layer in layers:
+        h = layer.inverse(h)
+    return h
+
+
+@checker
+def sample_with_log_prob(
+    learner: Callable[[Sequence[FlowLayer], torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> CheckResult:
+    """Check ``learner(layers, u) -> (x, log p(x))`` with ``x = g^{-1}(u)``.
+
+    The references are :meth:`ebflow_lite.EBFlow.inverse` for ``x`` and
+    ``log p_u(u) - log|det J_{g^{-1}}(u)|`` from the autograd Jacobian of the whole inverse
+    map, one sample at a time (which must equal :meth:`ebflow_lite.EBFlow.log_prob` at ``x``).
+    """
+    dim = 3
+    layers = _order_flow(dim)
+    flow = EBFlow(layers)
+    gen = torch.Generator().manual_seed(313)
+    u = torch.randn(6, dim, generator=gen, dtype=DTYPE)
     with torch.no_grad():
-        latent = torch.stack([latent_of(x[i]) for i in range(x.shape[0])])
-    log_prior = standard_normal_log_prob(latent)
-    log_dets = torch.stack([torch.linalg.slogdet(jacobian(latent_of, x[i]))[1]
-                            for i in range(x.shape[0])])
-    reference = log_prior + log_dets
-    library = EBFlow(layers).log_prob(x).detach()
-    if not torch.allclose(reference, library, rtol=1e-9, atol=1e-9):
+        x_ref = flow.inverse(u)
+        log_p_library = flow.log_prob(x_ref)
+
+    def sample_of(v: torch.Tensor) -> torch.Tensor:
+        return flow.inverse(v.unsqueeze(0)).squeeze(0)
+
+    log_dets_inverse = torch.stack([torch.linalg.slogdet(jacobian(sample_of, u[i]))[1]
+                                    for i in range(u.shape[0])])
+    log_prior = standard_normal_log_prob(u)
+    reference = log_prior - log_dets_inverse
+    if not torch.allclose(reference, log_p_library, rtol=1e-8, atol=1e-8):
         raise RuntimeError("internal: EBFlow.log_prob disagrees with the autograd Jacobian")
 
-    value = learner(list(layers), x.clone())
-    if not isinstance(value, torch.Tensor):
-        return failed(f"return a tensor of shape ({x.shape[0]},), got {type(value).__name__}")
-    value = value.detach().to(DTYPE)
-    if value.shape != (x.shape[0],):
-        return failed(f"return one log-density per sample, shape ({x.shape[0]},); got "
-                      f"{tuple(value.shape)}")
-    if torch.allclose(value, reference, rtol=1e-9, atol=1e-9):
-        return passed("your log-likelihood equals log p_u(g(x)) + log|det J_g(x)| computed "
-                      "from the full autograd Jacobian, and EBFlow.log_prob.")
-    if torch.allclose(value, log_prior - log_dets, atol=1e-8):
-        return failed("the log-dets have the wrong sign: the layers map data -> latent, so "
-                      "their log|det| are added to log p_u(g(x)).")
-    if torch.allclose(value, log_prior, atol=1e-8):
-        return failed("the log-dets are missing: add every layer's log|det J_i| (the second "
-                      "output of each layer).")
-    if torch.allclose(value - reference, torch.full_like(value, 0.5 * dim * math.log(2 * math.pi)),
-                      atol=1e-8):
-        return failed("off by the constant (D/2) log(2 pi): include the normalising constant "
-                      "of the standard normal prior.")
-    if torch.allclose(value, standard_normal_log_prob(x) + log_dets, atol=1e-8):
-        return failed("the prior is evaluated at x; evaluate it at the latent u = g(x), the "
-                      "output of the last layer.")
+    out = learner(list(layers), u.clone())
+    if not (isinstance(out, tuple) and len(out) == 2):
+        return failed("return a pair (x, log_p)")
+    x, log_p = (v.detach().to(DTYPE) if isinstance(v, torch.Tensor) else v for v in out)
+    if not isinstance(x, torch.Tensor) or x.shape != u.shape:
+        return failed(f"x must be a tensor shaped like u, {tuple(u.shape)}")
+    if not torch.allclose(x, x_ref, rtol=1e-9, atol=1e-9):
+        with torch.no_grad():
+            in_order = _inverse_in_order(layers, u)
+            forward = u
+            for layer in reversed(layers):
+                forward = layer(forward)[0]
+        if torch.allclose(x, in_order, atol=1e-8):
+            return failed("the layers are inverted in the wrong order: g = g_L o ... o g_1, so "
+                          "g^{-1} = g_1^{-1} o ... o g_L^{-1}: invert the last layer first "
+                          "(reversed(layers)).")
+        if torch.allclose(x, forward, atol=1e-8):
+            return failed("you applied the layers' forward maps (data -> latent); a sample "
+                          "needs their inverses, layer.inverse(h).")
+        return failed(f"x differs from g^{{-1}}(u) by up to "
+                      f"{float((x - x_ref).abs().max()):.3g}: invert the layers from the last "
+                      "to the first, each applied to the output of the one after it.")
+    if not isinstance(log_p, torch.Tensor) or log_p.shape != (u.shape[0],):
+        return failed(f"log_p must have one value per sample, shape ({u.shape[0]},)")
+    if torch.allclose(log_p, reference, rtol=1e-9, atol=1e-9):
+        return passed("your samples equal EBFlow.inverse(u), and their log-densities equal "
+                      "log p_u(u) - log|det J_{g^{-1}}(u)| from the autograd Jacobian of the "
+                      "whole inverse.")
     with torch.no_grad():
-        h = x
+        inputs = [x_ref]
         for layer in layers[:-1]:
-            h = layer(h)[0]
-        last_only = log_prior + layers[-1](h)[1]
-    if torch.allclose(value, last_only, atol=1e-8):
-        return failed("only the last layer's log-det was used: accumulate the log-dets of "
-                      "every layer in a running sum.")
-    return failed(f"your log-likelihood differs from the reference by up to "
-                  f"{float((value - reference).abs().max()):.3g}; feed each layer the output of "
-                  "the previous one and add up the log-dets.")
+            inputs.append(layer(inputs[-1])[0])
+        outputs = inputs[1:] + [u]
+        at_inputs = sum(layer(h)[1] for layer, h in zip(layers, inputs, strict=True))
+        at_outputs = sum(layer(h)[1] for layer, h in zip(layers, outputs, strict=True))
+    if torch.allclose(log_p, log_prior - at_inputs, atol=1e-8):
+        return failed("the log-dets have the wrong sign: layer(x_{i-1})[1] is the log-det of "
+                      "the data -> latent layer g_i, and those are added; it is the inverse "
+                      "maps' log-dets that are subtracted.")
+    if torch.allclose(log_p, log_prior + at_outputs, atol=1e-8):
+        return failed("each log-det is evaluated at its layer's output: log|det J_{g_i}| "
+                      "belongs at the layer's input x_{i-1} = g_i^{-1}(x_i), the point you "
+                      "get right after inverting layer i.")
+    if torch.allclose(log_p, standard_normal_log_prob(x_ref) + at_inputs, atol=1e-8):
+        return failed("the prior is evaluated at the sample x; evaluate it at the latent u.")
+    if torch.allclose(log_p, log_prior, atol=1e-8):
+        return failed("the log-dets are missing: add log|det J_{g_i}(x_{i-1})| of every layer.")
+    return failed(f"your log-densities differ from the reference by up to "
+                  f"{float((log_p - reference).abs().max()):.3g}.")
 
 
 # ----------------------------------------------------------------------------- exercise 2
-@checker
-def coupling_forward(
-    learner: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-) -> CheckResult:
-    """Check ``learner(x, scale_and_shift, parity) -> (y, logdet)`` against AffineCoupling.
+def _shift_net(n_keep: int, n_change: int, seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(n_keep, 16), torch.nn.Tanh(),
+                                  torch.nn.Linear(16, n_change)).to(torch.float64)
+    return net
 
-    ``scale_and_shift(x_keep) -> (s, t)`` is the library layer's own (bounded) conditioner.
+
+@checker
+def additive_coupling(learner: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+                      ) -> CheckResult:
+    """Check ``learner(x, shift, parity) -> (y, logdet)`` for NICE's additive coupling.
+
+    ``y_a = x_a``, ``y_b = x_b + t(x_a)``; the log-det is zero for every sample, which the
+    checker confirms with the determinant of an autograd Jacobian.
     """
-    for dim, parity in ((4, 0), (5, 1), (5, 0)):
-        with torch.random.fork_rng():
-            torch.manual_seed(404 + dim + parity)
-            layer = _coupling(dim, parity)
-            x = torch.randn(7, dim, dtype=DTYPE)
-        with torch.no_grad():
-            y_ref, logdet_ref = layer(x)
-        out = learner(x.clone(), layer._scale_shift, parity)
+    gen = torch.Generator().manual_seed(404)
+    for dim, parity in [(4, 0), (5, 1)]:
+        keep = torch.arange(dim)[torch.arange(dim) % 2 == parity]
+        change = torch.arange(dim)[torch.arange(dim) % 2 != parity]
+        shift = _shift_net(len(keep), len(change), seed=dim)
+        x = torch.randn(6, dim, generator=gen, dtype=torch.float64)
+        out = learner(x.clone(), shift, parity)
         if not (isinstance(out, tuple) and len(out) == 2):
             return failed("return a pair (y, logdet)")
-        y, logdet = (v.detach().to(DTYPE) if isinstance(v, torch.Tensor) else v for v in out)
+        y, logdet = out
+        expected = x.clone()
+        with torch.no_grad():
+            expected[:, change] = x[:, change] + shift(x[:, keep])
         if not isinstance(y, torch.Tensor) or y.shape != x.shape:
             return failed(f"y must be a tensor shaped like x, {tuple(x.shape)}")
-        if not isinstance(logdet, torch.Tensor) or logdet.shape != (x.shape[0],):
-            return failed(f"logdet must have one value per sample, shape ({x.shape[0]},)")
-        keep = torch.arange(dim) % 2 == parity
-        if not torch.allclose(y[:, keep], x[:, keep], rtol=0, atol=0):
-            return failed(f"with parity {parity} the features with index % 2 == {parity} must "
-                          "pass through unchanged (you may have kept the other half).")
+        y = y.detach().to(torch.float64)
+        if not torch.allclose(y[:, keep], x[:, keep]):
+            return failed("the kept features (index % 2 == parity) must pass unchanged")
         with torch.no_grad():
-            s, t = layer._scale_shift(x[:, keep])
-        if not torch.allclose(y, y_ref, rtol=1e-10, atol=1e-10):
-            x_change = x[:, ~keep]
-            if torch.allclose(y[:, ~keep], x_change * torch.exp(-s) + t, atol=1e-9):
-                return failed("the scale is inverted: multiply by exp(s), not exp(-s).")
-            if torch.allclose(y[:, ~keep], (x_change + t) * torch.exp(s), atol=1e-9):
-                return failed("scale first, then shift: y_b = x_b * exp(s) + t.")
-            return failed("y differs from ebflow_lite.layers.AffineCoupling: y_a = x_a and "
-                          "y_b = x_b * exp(s) + t with (s, t) = scale_and_shift(x_a).")
-        if torch.allclose(logdet, logdet_ref, rtol=1e-10, atol=1e-10):
-            continue
-        if torch.allclose(logdet, -logdet_ref, atol=1e-9):
-            return failed("the log-det has the wrong sign: y_b = x_b exp(s) + t stretches "
-                          "by exp(s), so log|det J| = +sum(s).")
-        if torch.allclose(logdet, torch.exp(s).sum(1), atol=1e-9):
-            return failed("you summed exp(s): the Jacobian is triangular with diagonal "
-                          "exp(s), so log|det J| = sum(log exp(s)) = sum(s).")
-        if torch.allclose(logdet, torch.exp(s).prod(1), atol=1e-9):
-            return failed("you returned |det J| = prod(exp(s)); return its logarithm, sum(s).")
-        return failed("the log-det differs from ebflow_lite.layers.AffineCoupling: it is "
-                      "the sum of s over the changed features, one value per sample.")
-    return passed("your coupling layer equals ebflow_lite.layers.AffineCoupling for both "
-                  "parities and odd and even D.")
+            multiplied = x[:, change] * torch.exp(shift(x[:, keep]))
+        if torch.allclose(y[:, change], multiplied, atol=1e-9):
+            return failed("you rescaled x_b by exp(t(x_a)); an additive coupling only adds: "
+                          "y_b = x_b + t(x_a).")
+        if not torch.allclose(y, expected, atol=1e-9):
+            return failed("y_b is wrong: y_b = x_b + t(x_a), with t = shift(x_a)")
+        if not isinstance(logdet, torch.Tensor) or logdet.shape != (x.shape[0],):
+            shape = tuple(logdet.shape) if isinstance(logdet, torch.Tensor) else type(logdet)
+            return failed(f"return one log-det per sample, a tensor of shape ({x.shape[0]},); "
+                          f"got {shape}. Every sample needs its own entry, even when all are "
+                          "equal.")
+
+        def mapping(v: torch.Tensor, keep=keep, change=change, shift=shift) -> torch.Tensor:
+            out_v = v.clone()
+            out_v[change] = v[change] + shift(v[keep])
+            return out_v
+
+        autograd = torch.stack([torch.linalg.slogdet(jacobian(mapping, x[i]))[1]
+                                for i in range(x.shape[0])])
+        if not torch.allclose(logdet.detach().to(torch.float64), autograd, atol=1e-9):
+            with torch.no_grad():
+                summed = shift(x[:, keep]).sum(1)
+            if torch.allclose(logdet.detach().to(torch.float64), summed, atol=1e-9):
+                return failed("you summed the shift as if it were a log-scale; a shift moves "
+                              "points without changing volumes: the Jacobian's diagonal is 1.")
+            return failed("the log-det differs from the autograd Jacobian's, which is "
+                          f"{autograd.abs().max():.1e} at most")
+    return passed("your additive coupling matches the formula, and its log-det is zero, as "
+                  "the autograd Jacobian confirms: a volume-preserving layer.")
 
 
 # ----------------------------------------------------------------------------- exercise 3
+def counted_iaf(dim: int) -> tuple[IAF, Callable[[torch.Tensor], tuple], list[int]]:
+    """An IAF layer with a non-trivial MADE, a conditioner that counts its calls, the counts.
+
+    The conditioner is a closure: the learner reaches the network only through it, so the
+    number of entries in the list is the number of network passes the learner made.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(606)
+        layer = IAF(dim, hidden=24, depth=2).to(DTYPE)
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(0.6 * torch.randn_like(p))
+    calls: list[int] = []
+
+    def conditioner(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(int(v.shape[0]))
+        return layer._scale_shift(v)
+
+    return layer, conditioner, calls
+
+
+IAF_DIM = 6
+
+
+@checker
+def iaf_costs(
+    iaf_sample: Callable[[Callable, torch.Tensor], torch.Tensor],
+    iaf_log_prob: Callable[[Callable, torch.Tensor], torch.Tensor],
+) -> CheckResult:
+    """Check ``iaf_sample(conditioner, u) -> x`` and ``iaf_log_prob(conditioner, x)``.
+
+    ``conditioner(v) -> (log_scale, shift)`` is the MADE of an :class:`ebflow_lite.layers.IAF`
+    wrapped in a call counter; the references are ``IAF.inverse`` (sampling) and
+    ``log N(u) - log|det J|`` with the autograd Jacobian of the sampling map. The checker
+    counts the passes the learner's own functions make: one for a sample, at most ``D + 1``
+    for a density, each on the whole batch.
+    """
+    dim, batch = IAF_DIM, 7
+    layer, conditioner, calls = counted_iaf(dim)
+    u = torch.randn(batch, dim, generator=torch.Generator().manual_seed(616), dtype=DTYPE)
+    with torch.no_grad():
+        x_ref = layer.inverse(u)
+
+    def sample_of(v: torch.Tensor) -> torch.Tensor:
+        return layer.inverse(v.unsqueeze(0)).squeeze(0)
+
+    log_det_sampling = torch.stack([torch.linalg.slogdet(jacobian(sample_of, u[i]))[1]
+                                    for i in range(batch)])
+    log_p_ref = standard_normal_log_prob(u) - log_det_sampling
+    with torch.no_grad():
+        latent, log_det = layer(x_ref)
+    if not torch.allclose(standard_normal_log_prob(latent) + log_det, log_p_ref, atol=1e-9):
+        raise RuntimeError("internal: ebflow_lite.layers.IAF disagrees with autograd")
+
+    calls.clear()
+    with torch.no_grad():
+        x = iaf_sample(conditioner, u.clone())
+    sample_calls = list(calls)
+    if not isinstance(x, torch.Tensor) or x.shape != u.shape:
+        return failed(f"iaf_sample must return a tensor shaped like u, {tuple(u.shape)}")
+    x = x.detach().to(DTYPE)
+    if not torch.allclose(x, x_ref, rtol=1e-9, atol=1e-9):
+        with torch.no_grad():
+            log_scale, shift = layer._scale_shift(u)
+        if torch.allclose(x, (u - shift) * torch.exp(-log_scale), atol=1e-8):
+            return failed("iaf_sample undid the map: a sample is x = u * exp(log_scale) + "
+                          "shift, with (log_scale, shift) = conditioner(u).")
+        return failed("iaf_sample differs from ebflow_lite.layers.IAF.inverse: "
+                      "x = u * exp(log_scale) + shift, with (log_scale, shift) computed from u.")
+    if len(sample_calls) != 1:
+        return failed(f"iaf_sample is right but called the network {len(sample_calls)} times. "
+                      "The IAF's network reads the latent, and you know all of u: one pass "
+                      "gives every log_scale and shift at once.")
+
+    calls.clear()
+    with torch.no_grad():
+        log_p = iaf_log_prob(conditioner, x_ref.clone())
+    density_calls = list(calls)
+    if not isinstance(log_p, torch.Tensor) or log_p.shape != (batch,):
+        return failed(f"iaf_log_prob must return one value per sample, shape ({batch},)")
+    log_p = log_p.detach().to(DTYPE)
+    if not torch.allclose(log_p, log_p_ref, rtol=1e-9, atol=1e-9):
+        with torch.no_grad():
+            scale_x, shift_x = layer._scale_shift(x_ref)
+            maf_latent = (x_ref - shift_x) * torch.exp(-scale_x)
+        if torch.allclose(log_p, standard_normal_log_prob(u) + log_det_sampling, atol=1e-8):
+            return failed("the log-det has the wrong sign: log p(x) = log N(u) - "
+                          "sum(log_scale(u)); the sampling map x = u exp(log_scale) + shift "
+                          "stretches by exp(sum(log_scale)), so the density shrinks.")
+        if torch.allclose(log_p, standard_normal_log_prob(maf_latent) - scale_x.sum(1),
+                          atol=1e-8):
+            return failed("you fed x to the network: that is MAF's map, one pass. The IAF's "
+                          "log_scale and shift are functions of the latent u, which you must "
+                          "first recover from x one feature at a time.")
+        if len(density_calls) < dim:
+            return failed(f"iaf_log_prob made {len(density_calls)} passes for D = {dim} and "
+                          "missed the latent: after k passes only the first k features of u "
+                          f"are exact (feature i needs u_<i), so it takes {dim} passes.")
+        return failed(f"iaf_log_prob differs from log N(u) - log|det J| by up to "
+                      f"{float((log_p - log_p_ref).abs().max()):.3g}: recover u from x "
+                      "feature by feature, then add log N(u) and subtract sum(log_scale(u)).")
+    if any(rows != batch for rows in density_calls) or len(density_calls) > dim + 1:
+        return failed(f"iaf_log_prob is right but made {len(density_calls)} network calls "
+                      f"for a batch of {batch} in D = {dim}: pass the whole batch each time, "
+                      f"and update every feature at each pass; {dim} passes suffice.")
+    return passed(f"a sample took {len(sample_calls)} network pass, a density "
+                  f"{len(density_calls)} sequential passes (D = {dim}), counted on your own "
+                  "functions: IAF samples in one pass and evaluates densities in D, the "
+                  "reverse of MAF.")
+
+
+# ----------------------------------------------------------------------------- exercise 4
 TIMING_DIMS = (64, 128, 256, 512, 1024)
 TIMING_REPEATS = 5
 SLOPE_BAND = (1.5, 3.5)
@@ -267,70 +421,3 @@ def slogdet_scaling(
             "mean, and close other busy programs")
     return failed(f"the fitted slopes {[round(s, 2) for s in slopes]} lie outside "
                   f"[{SLOPE_BAND[0]}, {SLOPE_BAND[1]}]: {hint}.")
-
-
-# ----------------------------------------------------------------------------- additive coupling
-def _shift_net(n_keep: int, n_change: int, seed: int) -> torch.nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(n_keep, 16), torch.nn.Tanh(),
-                                  torch.nn.Linear(16, n_change)).to(torch.float64)
-    return net
-
-
-@checker
-def additive_coupling(learner: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-                      ) -> CheckResult:
-    """Check ``learner(x, shift, parity) -> (y, logdet)`` for NICE's additive coupling.
-
-    ``y_a = x_a``, ``y_b = x_b + t(x_a)``; the log-det is zero for every sample, which the
-    checker confirms with the determinant of an autograd Jacobian.
-    """
-    gen = torch.Generator().manual_seed(404)
-    for dim, parity in [(4, 0), (5, 1)]:
-        keep = torch.arange(dim)[torch.arange(dim) % 2 == parity]
-        change = torch.arange(dim)[torch.arange(dim) % 2 != parity]
-        shift = _shift_net(len(keep), len(change), seed=dim)
-        x = torch.randn(6, dim, generator=gen, dtype=torch.float64)
-        out = learner(x.clone(), shift, parity)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            return failed("return a pair (y, logdet)")
-        y, logdet = out
-        expected = x.clone()
-        with torch.no_grad():
-            expected[:, change] = x[:, change] + shift(x[:, keep])
-        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-            return failed(f"y must be a tensor shaped like x, {tuple(x.shape)}")
-        y = y.detach().to(torch.float64)
-        if not torch.allclose(y[:, keep], x[:, keep]):
-            return failed("the kept features (index % 2 == parity) must pass unchanged")
-        with torch.no_grad():
-            multiplied = x[:, change] * torch.exp(shift(x[:, keep]))
-        if torch.allclose(y[:, change], multiplied, atol=1e-9):
-            return failed("you rescaled x_b by exp(t(x_a)); an additive coupling only adds: "
-                          "y_b = x_b + t(x_a).")
-        if not torch.allclose(y, expected, atol=1e-9):
-            return failed("y_b is wrong: y_b = x_b + t(x_a), with t = shift(x_a)")
-        if not isinstance(logdet, torch.Tensor) or logdet.shape != (x.shape[0],):
-            shape = tuple(logdet.shape) if isinstance(logdet, torch.Tensor) else type(logdet)
-            return failed(f"return one log-det per sample, a tensor of shape ({x.shape[0]},); "
-                          f"got {shape}. Every sample needs its own entry, even when all are "
-                          "equal.")
-
-        def mapping(v: torch.Tensor, keep=keep, change=change, shift=shift) -> torch.Tensor:
-            out_v = v.clone()
-            out_v[change] = v[change] + shift(v[keep])
-            return out_v
-
-        autograd = torch.stack([torch.linalg.slogdet(jacobian(mapping, x[i]))[1]
-                                for i in range(x.shape[0])])
-        if not torch.allclose(logdet.detach().to(torch.float64), autograd, atol=1e-9):
-            with torch.no_grad():
-                summed = shift(x[:, keep]).sum(1)
-            if torch.allclose(logdet.detach().to(torch.float64), summed, atol=1e-9):
-                return failed("you summed the shift as if it were a log-scale; a shift moves "
-                              "points without changing volumes: the Jacobian's diagonal is 1.")
-            return failed("the log-det differs from the autograd Jacobian's, which is "
-                          f"{autograd.abs().max():.1e} at most")
-    return passed("your additive coupling matches the formula, and its log-det is zero, as "
-                  "the autograd Jacobian confirms: a volume-preserving layer.")

@@ -403,6 +403,7 @@ def time_callable(
 def time_interleaved(
     fns: Sequence[Callable[[], object]], repeats: int = 5, warmup: int = 2,
     device: torch.device | str = "cpu", max_seconds: float | None = 60.0,
+    calls_per_round: int = 1,
 ) -> list[list[float]]:
     """Time several callables round-robin: call 1 of each, then call 2 of each, ...
 
@@ -410,11 +411,23 @@ def time_interleaved(
     alternate, so that a change in the machine's load between calls hits every callable
     alike and the ratios of their medians stay fair on a shared machine.
 
+    Args:
+        fns: the callables, each called without arguments.
+        repeats: timed calls of each callable (before the ``max_seconds`` cap).
+        warmup: untimed calls of each callable first.
+        device: synchronised around every call (CUDA and MPS run asynchronously).
+        max_seconds: cap on the timed calls of one callable, estimated from its warm-ups.
+        calls_per_round: timed calls of one callable in a row before the next one's turn.
+            With 1 (the default) every call follows another callable's, whose data may have
+            evicted this one's from the caches; with a few, most calls of a short callable
+            run warm, as in a training loop, and the median reports that.
+
     Returns:
         The seconds of each callable's timed calls, in the order of ``fns``.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    check_positive_int(calls_per_round, "calls_per_round", "time_interleaved")
     device = torch.device(device)
     quotas = []
     for fn in fns:
@@ -427,9 +440,9 @@ def time_interleaved(
         capped = max_seconds is not None and first is not None and first * repeats > max_seconds
         quotas.append(max(1, int(max_seconds / first)) if capped else repeats)  # type: ignore
     times: list[list[float]] = [[] for _ in fns]
-    for call in range(max(quotas, default=0)):
+    for start in range(0, max(quotas, default=0), calls_per_round):
         for fn, quota, out in zip(fns, quotas, times, strict=True):
-            if call < quota:
+            for _ in range(min(calls_per_round, quota - start)):
                 out.append(_timed(fn, device))
     return times
 
@@ -743,7 +756,16 @@ def run_benchmark(
 
 # ---------------------------------------------------------------------------------- analysis
 def fit_loglog_slope(dims: Sequence[float], times: Sequence[float]) -> float:
-    """Least-squares slope of ``log t`` against ``log D`` (the exponent k in ``t ~ D^k``)."""
+    """Least-squares slope of ``log t`` against ``log D`` (the exponent k in ``t ~ D^k``).
+
+    Any positive pairs work, not only timings: the slope of ``log y`` against ``log x`` is
+    the exponent k of a power law ``y ~ x^k`` (a variance against a sample size, an error
+    against a step size).
+
+    Raises:
+        ValueError: fewer than two pairs, lengths that differ, a value that is not
+            positive, or a single distinct ``D``.
+    """
     if len(dims) != len(times) or len(dims) < 2:
         raise ValueError("need at least two (D, time) pairs of equal length")
     if min(dims) <= 0 or min(times) <= 0:

@@ -40,7 +40,7 @@ from ebflow_lite import objectives
 from ebflow_lite.data.images import ImageSplit, dequantize, fashion_mnist
 from ebflow_lite.diagnostics import energy_trace, ks_statistic
 from ebflow_lite.ema import EMA
-from ebflow_lite.experiments.bench import fit_loglog_slope, time_callable
+from ebflow_lite.experiments.bench import fit_loglog_slope, time_interleaved
 from ebflow_lite.flow import EBFlow
 from ebflow_lite.layers import Dense
 from ebflow_lite.metrics import bits_per_dim, nll
@@ -112,18 +112,14 @@ def interleaved_medians(
 ) -> dict[str, float]:
     """The median seconds of each callable, timed in interleaved rounds.
 
-    Every round times each callable once (after ``warmup`` untimed rounds), so that a change
-    of machine load during the measurement affects every callable alike.
+    Every round times each callable once (after ``warmup`` untimed calls of each), so that a
+    change of machine load during the measurement affects every callable alike
+    (:func:`ebflow_lite.experiments.bench.time_interleaved`, without its time cap).
     """
     check_positive_int(repeats, "repeats", "interleaved_medians")
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name] += time_callable(fn, repeats=1, warmup=0, max_seconds=None)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    check_positive_int(warmup, "warmup", "interleaved_medians", minimum=0)
+    runs = time_interleaved(list(fns.values()), repeats, warmup, max_seconds=None)
+    return {name: statistics.median(ts) for name, ts in zip(fns, runs, strict=True)}
 
 
 @dataclass(frozen=True)

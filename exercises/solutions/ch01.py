@@ -16,14 +16,33 @@ def affine_log_density(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> tor
     return log_prior - torch.linalg.slogdet(a)[1]
 
 
-def planar_forward(
+def generative_planar_density(
     x: torch.Tensor, u_hat: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+    iterations: int = 60,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``y = x + u_hat tanh(w^T x + b)`` and ``log|1 + tanh'(w^T x + b) u_hat^T w|`` in O(D)."""
-    a = x @ w + b  # (B,)
-    y = x + u_hat * torch.tanh(a).unsqueeze(1)
-    tanh_prime = 1 - torch.tanh(a) ** 2
-    return y, torch.log(torch.abs(1 + tanh_prime * (u_hat @ w)))
+    """The latent ``u = f^{-1}(x)`` of ``f(u) = u + u_hat tanh(w^T u + b)`` and ``log p(x)``.
+
+    ``x`` moves away from ``u`` along ``u_hat`` only, so the scalar ``a = w^T u + b`` solves
+    ``a + c tanh(a) = w^T x + b`` with ``c = w^T u_hat > -1``. Newton's method finds it,
+    safeguarded by a bracket that every residual shrinks: a step that leaves the bracket, or
+    is longer than half of it, becomes a bisection. ``O(1)`` per step and sample.
+    """
+    c = w @ u_hat
+    target = x @ w + b  # (B,)
+    lo, hi = target - c.abs(), target + c.abs()  # |c tanh(a)| <= |c| brackets the root
+    a = target.clone()
+    for _ in range(iterations):
+        tanh_a = torch.tanh(a)
+        residual = a + c * tanh_a - target  # increasing in a
+        lo = torch.where(residual < 0, a, lo)
+        hi = torch.where(residual > 0, a, hi)
+        newton = a - residual / (1 + c * (1 - tanh_a**2))
+        safe = (newton >= lo) & (newton <= hi) & ((newton - a).abs() <= 0.5 * (hi - lo))
+        a = torch.where(safe, newton, 0.5 * (lo + hi))
+    u = x - u_hat * torch.tanh(a).unsqueeze(1)
+    log_det = torch.log(torch.abs(1 + c * (1 - torch.tanh(a) ** 2)))  # log|det J_f(u)|
+    log_prior = -0.5 * (u**2).sum(1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    return u, log_prior - log_det
 
 
 def image_area(

@@ -10,30 +10,45 @@ import numpy as np
 import torch
 
 
-def composed_log_prob(layers: Sequence[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``log p(x) = log N(g(x); 0, I) + sum_i log|det J_i(x_{i-1})|``, ``g = g_L o ... o g_1``."""
-    h = x
-    total_log_det = torch.zeros(x.shape[0], dtype=x.dtype)
-    for layer in layers:
-        h, log_det = layer(h)  # each layer returns (x_i, log|det J_i(x_{i-1})|)
-        total_log_det = total_log_det + log_det
-    dim = x.shape[1]
-    log_prior = -0.5 * (h**2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
-    return log_prior + total_log_det
-
-
-def coupling_forward(
-    x: torch.Tensor,
-    scale_and_shift: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    parity: int,
+def sample_with_log_prob(
+    layers: Sequence[torch.nn.Module], u: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Affine coupling: ``y_a = x_a``, ``y_b = x_b exp(s(x_a)) + t(x_a)``, log-det ``sum(s)``."""
-    index = torch.arange(x.shape[1])
-    keep, change = index[index % 2 == parity], index[index % 2 != parity]
-    s, t = scale_and_shift(x[:, keep])
-    y = x.clone()
-    y[:, change] = x[:, change] * torch.exp(s) + t
-    return y, s.sum(1)
+    """``x = g^{-1}(u)`` for ``g = g_L o ... o g_1`` and ``log p(x)``, in one backward sweep.
+
+    ``g^{-1} = g_1^{-1} o ... o g_L^{-1}`` inverts the last layer first; layer ``i``'s
+    log-det (data -> latent) belongs at its input ``x_{i-1}``, known right after its inverse.
+    """
+    h = u
+    total_log_det = torch.zeros(u.shape[0], dtype=u.dtype)
+    for layer in reversed(layers):
+        h = layer.inverse(h)  # x_{i-1} = g_i^{-1}(x_i)
+        total_log_det = total_log_det + layer(h)[1]  # log|det J_{g_i}(x_{i-1})|
+    log_prior = -0.5 * (u**2).sum(1) - 0.5 * u.shape[1] * math.log(2 * math.pi)
+    return h, log_prior + total_log_det
+
+
+def iaf_sample(
+    conditioner: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], u: torch.Tensor,
+) -> torch.Tensor:
+    """An IAF sample ``x = u exp(s(u)) + t(u)``: the network reads the latent, one pass."""
+    log_scale, shift = conditioner(u)
+    return u * torch.exp(log_scale) + shift
+
+
+def iaf_log_prob(
+    conditioner: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+) -> torch.Tensor:
+    """``log p(x) = log N(u) - sum(s(u))`` with ``u`` recovered from ``x`` in ``D`` passes.
+
+    Feature ``i`` of ``u`` needs ``u_<i``: after pass ``k`` the first ``k`` are exact, and
+    the last pass also gives every log-scale at the exact ``u``.
+    """
+    u = torch.zeros_like(x)
+    for _ in range(x.shape[1]):
+        log_scale, shift = conditioner(u)
+        u = (x - shift) * torch.exp(-log_scale)
+    log_prior = -0.5 * (u**2).sum(1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    return log_prior - log_scale.sum(1)
 
 
 def time_slogdet(dims: Sequence[int], repeats: int) -> tuple[list[int], list[float]]:
