@@ -14,132 +14,151 @@ def stub(*args, **kwargs):
     raise NotImplementedError
 
 
-# ----------------------------------------------------------------------------- grad log Z
-def test_grad_log_z_accepts_reference():
-    assert check.grad_log_z(solutions.grad_log_z)
+# ----------------------------------------------------------------------------- importance log Z
+def test_log_z_importance_accepts_reference():
+    assert check.log_z_importance(solutions.log_z_importance)
 
 
-def test_grad_log_z_rejects_stub():
-    result = check.grad_log_z(stub)
+def test_log_z_importance_rejects_stub():
+    result = check.log_z_importance(stub)
     assert not result and "not implemented" in result.message
 
 
-def test_grad_log_z_flags_sign_error():
-    def plus_sign(energy, theta, samples):
-        return -solutions.grad_log_z(energy, theta, samples)
+def test_log_z_importance_rejects_the_mean_of_the_log_weights():
+    def elbo(energy, samples, proposal_log_prob):
+        return float((-energy(samples) - proposal_log_prob(samples)).mean())
 
-    result = check.grad_log_z(plus_sign)
-    assert not result and "sign" in result.message
-
-
-def test_grad_log_z_flags_sum_instead_of_mean():
-    def summed(energy, theta, samples):
-        theta = theta.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy(samples, theta).sum(), theta)
-        return -grad
-
-    result = check.grad_log_z(summed)
-    assert not result and "average" in result.message
+    result = check.log_z_importance(elbo)
+    assert not result and "lower bound" in result.message, result
 
 
-# ----------------------------------------------------------------------------- MALA
-def test_mala_log_accept_accepts_reference():
-    assert check.mala_log_accept(solutions.mala_log_accept)
+def test_log_z_importance_rejects_a_sum_in_place_of_the_mean():
+    def summed(energy, samples, proposal_log_prob):
+        return float(torch.logsumexp(-energy(samples) - proposal_log_prob(samples), 0))
+
+    result = check.log_z_importance(summed)
+    assert not result and "log N" in result.message, result
 
 
-def test_mala_log_accept_rejects_stub():
-    assert not check.mala_log_accept(stub)
+def test_log_z_importance_rejects_a_missing_proposal_density():
+    def no_proposal(energy, samples, proposal_log_prob):
+        return float(torch.logsumexp(-energy(samples), 0) - math.log(len(samples)))
+
+    result = check.log_z_importance(no_proposal)
+    assert not result and "proposal density" in result.message, result
 
 
-def test_mala_log_accept_flags_missing_proposal_correction():
-    def random_walk_ratio(energy, x, y, step):
-        return torch.clamp(-energy(y) + energy(x), max=0.0).detach()
+def test_log_z_importance_rejects_exponentiating_outside_log_space():
+    def naive(energy, samples, proposal_log_prob):
+        weights = torch.exp(-energy(samples)) / torch.exp(proposal_log_prob(samples))
+        return float(torch.log(weights.mean()))
 
-    result = check.mala_log_accept(random_walk_ratio)
-    assert not result and "not symmetric" in result.message
+    def naive_math_log(energy, samples, proposal_log_prob):
+        weights = torch.exp(-energy(samples) - proposal_log_prob(samples))
+        return math.log(float(weights.mean()))
 
-
-def test_mala_log_accept_flags_missing_min():
-    def no_min(energy, x, y, step):
-        value = solutions.mala_log_accept(energy, x, y, step)
-        # undo the clamp by recomputing the raw ratio
-        raw = value.clone()
-        raw[value == 0] = 0.5
-        return raw
-
-    result = check.mala_log_accept(no_min)
-    assert not result and "min(0" in result.message
+    for answer in (naive, naive_math_log):
+        result = check.log_z_importance(answer)
+        assert not result and "log space" in result.message, result
 
 
-def test_mala_log_accept_flags_wrong_variance():
-    def variance_h(energy, x, y, step):
-        # q with variance h instead of 2h is the same as the reference with step h/2 in the
-        # noise term only: write it out
-        def grad(z):
-            z = z.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(energy(z).sum(), z)
-            return g
-
-        fwd = -((y - x + step * grad(x)) ** 2).sum(1) / (2 * step)
-        bwd = -((x - y + step * grad(y)) ** 2).sum(1) / (2 * step)
-        return torch.clamp((-energy(y) + energy(x) + bwd - fwd).detach(), max=0.0)
-
-    result = check.mala_log_accept(variance_h)
-    assert not result and "2h" in result.message
+def test_the_checker_target_has_the_stated_log_z():
+    # exp(-E) integrates to exp(offset): a midpoint rule on a grid holding all the mass
+    width = 0.02
+    centres = torch.arange(-6 + width / 2, 6, width, dtype=torch.float64)
+    grid = torch.cartesian_prod(centres, centres)
+    log_z = torch.logsumexp(-check.mixture_energy(grid, 0.3, 2.0, 0.5, offset=1.5), 0) \
+        + 2 * math.log(width)
+    assert abs(float(log_z) - 1.5) < 1e-6
 
 
-# ----------------------------------------------------------------------------- ULA variance
-def test_ula_variance_accepts_reference():
-    assert check.ula_variance(solutions.ula_variance)
+# ----------------------------------------------------------------------------- mode jumps
+def test_mode_jump_mh_accepts_reference():
+    assert check.mode_jump_mh(solutions.mode_jump_mh)
 
 
-def test_ula_variance_rejects_stub():
-    assert not check.ula_variance(stub)
+def test_mode_jump_mh_rejects_stub():
+    assert not check.mode_jump_mh(stub)
 
 
-def test_ula_variance_flags_half_noise():
-    def sqrt_h_noise(step, sigma, n_chains=4000, n_steps=300, generator=None):
-        x = torch.zeros(n_chains, dtype=torch.float64)
+def test_mode_jump_mh_rejects_a_local_random_walk():
+    def local_only(energy, x0, n_steps, jump, local_std=0.5, jump_prob=0.2, generator=None):
+        return solutions.mode_jump_mh(energy, x0, n_steps, jump, local_std, 0.0, generator)
+
+    result = check.mode_jump_mh(local_only)
+    assert not result and "never left" in result.message, result
+
+
+def _faulty_jump_sampler(one_way: bool, skip_test_on_jumps: bool):
+    """A mode-jumping sampler with one of two mistakes: jumps only by -J, or jumps that are
+    accepted without the Metropolis test."""
+
+    def sampler(energy, x0, n_steps, jump, local_std=0.5, jump_prob=0.2, generator=None):
+        x, e_x = x0.clone(), energy(x0)
         for _ in range(n_steps):
-            x = x - step * x / sigma**2 + math.sqrt(step) * torch.randn(
-                n_chains, generator=generator, dtype=torch.float64)
-        return float(x.var())
+            local = x + local_std * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            sign = torch.where(torch.rand(len(x), generator=generator) < 0.5, 1.0, -1.0)
+            sign = -torch.ones_like(sign) if one_way else sign
+            is_jump = torch.rand(len(x), generator=generator) < jump_prob
+            y = torch.where(is_jump[:, None], x + sign[:, None].to(x.dtype) * jump, local)
+            e_y = energy(y)
+            accept = torch.log(torch.rand(len(x), generator=generator, dtype=x.dtype)) < e_x - e_y
+            if skip_test_on_jumps:
+                accept = accept | is_jump
+            x, e_x = torch.where(accept[:, None], y, x), torch.where(accept, e_y, e_x)
+        return x
 
-    result = check.ula_variance(sqrt_h_noise)
-    assert not result and "sqrt(2h)" in result.message
-
-
-def test_ula_variance_flags_exact_sampler():
-    def exact(step, sigma, n_chains=4000, n_steps=300, generator=None):
-        return float((sigma * torch.randn(n_chains, generator=generator)).var())
-
-    result = check.ula_variance(exact)
-    assert not result and "MALA" in result.message
-
-
-def test_closed_form_matches_fixed_point_of_the_variance_recursion():
-    # v' = (1 - h/s^2)^2 v + 2h has the fixed point s^2 / (1 - h/(2 s^2)).
-    for step in (0.05, 0.3, 1.2):
-        v = check.ula_gaussian_variance(step, 1.3)
-        assert math.isclose((1 - step / 1.3**2) ** 2 * v + 2 * step, v, rel_tol=1e-12)
+    return sampler
 
 
-def test_ula_variance_flags_an_answer_that_ignores_sigma():
-    def unit_gradient(step, sigma, n_chains=4000, n_steps=300, generator=None):
-        x = torch.randn(n_chains, generator=generator) * sigma
-        for _ in range(n_steps):
-            x = x - step * x + math.sqrt(2 * step) * torch.randn(n_chains, generator=generator)
-        return float(x.var())
-
-    result = check.ula_variance(unit_gradient)
-    assert not result, result
-    assert "sigma = 1 only" in result.message, result.message
+def test_mode_jump_mh_rejects_jumps_in_one_direction():
+    result = check.mode_jump_mh(_faulty_jump_sampler(one_way=True, skip_test_on_jumps=False))
+    assert not result and "symmetric" in result.message, result
 
 
-def test_ula_variance_flags_the_closed_form_returned_without_simulation():
-    def closed_form(step, sigma, n_chains=4000, n_steps=300, generator=None):
-        return check.ula_gaussian_variance(step, sigma)
+def test_mode_jump_mh_rejects_jumps_accepted_without_a_metropolis_test():
+    result = check.mode_jump_mh(_faulty_jump_sampler(one_way=False, skip_test_on_jumps=True))
+    assert not result and "jumps included" in result.message, result
 
-    result = check.ula_variance(closed_form)
-    assert not result, result
-    assert "random seed" in result.message, result.message
+
+def test_mode_jump_mh_rejects_samples_that_ignore_the_generator():
+    def fixed_seed(energy, x0, n_steps, jump, local_std=0.5, jump_prob=0.2, generator=None):
+        return solutions.mode_jump_mh(energy, x0, n_steps, jump, local_std, jump_prob,
+                                      torch.Generator().manual_seed(0))
+
+    result = check.mode_jump_mh(fixed_seed)
+    assert not result and "generator" in result.message, result
+
+
+# ----------------------------------------------------------------------------- MALA step vs D
+def test_tune_mala_step_accepts_reference():
+    result = check.tune_mala_step(solutions.tune_mala_step)
+    assert result, result
+
+
+def test_tune_mala_step_rejects_stub():
+    assert not check.tune_mala_step(stub)
+
+
+def test_tune_mala_step_rejects_a_fixed_step():
+    def fixed(dim, target=0.574, generator=None):
+        return solutions.tune_mala_step(2, target, generator)   # tuned at D = 2 only
+
+    result = check.tune_mala_step(fixed)
+    assert not result and "falls with the dimension" in result.message, result
+
+
+def test_tune_mala_step_rejects_random_walk_scaling():
+    def one_over_d(dim, target=0.574, generator=None):
+        return solutions.tune_mala_step(2, target, generator) * 2 / dim
+
+    result = check.tune_mala_step(one_over_d)
+    assert not result and "too fast" in result.message, result
+
+
+def test_tune_mala_step_rejects_a_step_that_ignores_the_target():
+    def default_target(dim, target=0.574, generator=None):
+        return solutions.tune_mala_step(dim, 0.574, generator)
+
+    result = check.tune_mala_step(default_target)
+    assert not result and "target argument" in result.message, result

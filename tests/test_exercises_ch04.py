@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import torch
 from solutions import ch04 as solutions
 
+from ebflow_lite.data import toy as ebflow_toy
 from ebflow_lite.exercises import ch04 as check
+from ebflow_lite.objectives import nce
 
 
 def stub(*args, **kwargs):
@@ -36,43 +41,6 @@ def test_implicit_sm_flags_missing_half():
 
     result = check.implicit_sm_1d(no_half)
     assert not result and "1/2" in result.message
-
-
-# ----------------------------------------------------------------------------- Hutchinson
-def test_hutchinson_accepts_reference():
-    assert check.hutchinson_trace(solutions.hutchinson_trace)
-
-
-def test_hutchinson_rejects_stub():
-    assert not check.hutchinson_trace(stub)
-
-
-def test_hutchinson_flags_gaussian_probes_for_rademacher():
-    def always_gaussian(matvec, dim, n_probes, kind="rademacher", generator=None):
-        return solutions.hutchinson_trace(matvec, dim, n_probes, "gaussian", generator)
-
-    result = check.hutchinson_trace(always_gaussian)
-    assert not result and "random signs" in result.message
-
-
-def test_hutchinson_flags_uniform_probes():
-    def uniform(matvec, dim, n_probes, kind="rademacher", generator=None):
-        v = torch.rand(n_probes, dim, generator=generator, dtype=torch.float64)
-        return (v * matvec(v)).sum(1)
-
-    result = check.hutchinson_trace(uniform)
-    assert not result and "E[v v^T] = I" in result.message
-
-
-def test_hutchinson_variance_formula_against_enumeration():
-    # Enumerate all 2^3 sign vectors: the exact variance of v^T A v.
-    a = torch.tensor([[1.0, 2.0, -1.0], [2.0, 0.5, 0.3], [-1.0, 0.3, 4.0]], dtype=torch.float64)
-    signs = torch.tensor([[(i >> k) & 1 for k in range(3)] for i in range(8)],
-                         dtype=torch.float64) * 2 - 1
-    values = ((signs @ a) * signs).sum(1)
-    assert torch.isclose(values.mean(), torch.trace(a))
-    assert abs(float(values.var(unbiased=False)) - check.hutchinson_variance(a, "rademacher")) \
-        < 1e-10
 
 
 # ----------------------------------------------------------------------------- FDSSM bias
@@ -128,6 +96,14 @@ def test_fdssm_bias_flags_missing_one_eighth():
     assert not result and "1/8" in result.message
 
 
+def test_fdssm_bias_rejects_biases_computed_from_the_taylor_formula():
+    def from_formula(energy, x, eps_values, generator=None):
+        return [check.fdssm_bias_leading_term(x.shape[1]) * eps**2 for eps in eps_values]
+
+    result = check.fdssm_bias(from_formula)
+    assert not result and "ebflow_lite.objectives.fdssm" in result.message, result
+
+
 def test_fdssm_leading_term_matches_small_eps_limit():
     x = torch.randn(20000, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     eps = 0.02
@@ -179,3 +155,90 @@ def test_gamma_score_rejects_the_exponent_k():
 def test_gamma_score_rejects_a_missing_rate_term():
     result = check.gamma_score(lambda x, k: (k - 1) / x)
     assert not result and "exp(-x)" in result.message, result
+
+
+# ----------------------------------------------------------------------------- NCE and log Z
+def _logits(log_unnormalised, data, noise_samples, noise_log_prob, nu):
+    return (log_unnormalised(data) - noise_log_prob(data) - math.log(nu),
+            log_unnormalised(noise_samples) - noise_log_prob(noise_samples) - math.log(nu))
+
+
+def _bisect(slope_at):
+    low, high = -1e3, 1e3
+    for _ in range(100):
+        c = 0.5 * (low + high)
+        low, high = (low, c) if slope_at(c) > 0 else (c, high)
+    return 0.5 * (low + high)
+
+
+def test_nce_log_z_accepts_reference():
+    result = check.nce_log_z(solutions.nce_log_z)
+    assert result, result
+
+
+def test_nce_log_z_rejects_stub():
+    assert not check.nce_log_z(stub)
+
+
+def test_nce_log_z_rejects_importance_sampling():
+    def importance(log_unnormalised, data, noise_samples, noise_log_prob, nu):
+        log_w = log_unnormalised(noise_samples) - noise_log_prob(noise_samples)
+        return float(torch.logsumexp(log_w, 0)) - math.log(len(noise_samples))
+
+    result = check.nce_log_z(importance)
+    assert not result and "importance-sampling" in result.message, result
+
+
+def test_nce_log_z_rejects_a_logit_without_log_nu():
+    def no_log_nu(log_unnormalised, data, noise_samples, noise_log_prob, nu):
+        return solutions.nce_log_z(log_unnormalised, data, noise_samples,
+                                   lambda v: noise_log_prob(v) - math.log(nu), nu)
+
+    result = check.nce_log_z(no_log_nu)
+    assert not result and "log nu" in result.message, result
+
+
+def test_nce_log_z_rejects_an_unweighted_noise_term():
+    def unweighted(log_unnormalised, data, noise_samples, noise_log_prob, nu):
+        a_x, a_y = _logits(log_unnormalised, data, noise_samples, noise_log_prob, nu)
+        return _bisect(lambda c: float(torch.sigmoid(c - a_x).mean()
+                                       - torch.sigmoid(a_y - c).mean()))
+
+    result = check.nce_log_z(unweighted)
+    assert not result and "nu times the mean" in result.message, result
+
+
+def test_nce_log_z_rejects_a_flipped_sign():
+    def minus(log_unnormalised, data, noise_samples, noise_log_prob, nu):
+        return -solutions.nce_log_z(log_unnormalised, data, noise_samples, noise_log_prob, nu)
+
+    result = check.nce_log_z(minus)
+    assert not result and "sign" in result.message, result
+
+
+def test_nce_minimiser_recovers_log_z_with_well_matched_noise():
+    ring = ebflow_toy("gaussian_mixture")
+    gen = torch.Generator().manual_seed(5)
+    data = ring.sample(4000, generator=gen, dtype=torch.float64)
+    noise = check.gaussian_noise(data, 1.0)
+    y = noise.mean + torch.randn(4 * len(data), 2, generator=gen,
+                                 dtype=torch.float64) @ noise.scale_tril.T
+    estimate = check.nce_minimiser(lambda v: ring.log_prob(v) + 0.8, data, noise, y, 4.0)
+    assert abs(estimate - 0.8) < 0.06, estimate
+
+
+def test_nce_minimiser_minimises_the_library_loss_on_the_points_themselves():
+    ring = ebflow_toy("gaussian_mixture")
+    gen = torch.Generator().manual_seed(6)
+    data = ring.sample(500, generator=gen, dtype=torch.float64)
+    noise = check.gaussian_noise(data, 0.5)
+    y = noise.mean + torch.randn(1000, 2, generator=gen, dtype=torch.float64) @ \
+        noise.scale_tril.T
+    best = check.nce_minimiser(ring.log_prob, data, noise, y, 2.0)
+
+    def loss(c):
+        model = SimpleNamespace(energy=lambda v: -ring.log_prob(v) + c, dim=2)
+        return float(nce(model, data, noise=SimpleNamespace(log_prob=noise.log_prob),
+                         noise_samples=y, nu=2.0))
+
+    assert loss(best) < min(loss(best - 0.01), loss(best + 0.01))

@@ -1,18 +1,22 @@
 """Checkers for the exercises of chapter 4 (score matching).
 
 The references are independent computations: the implicit objective written out on the
-same samples, exact traces and the variance formulas of Hutchinson's estimator, and the
-Taylor expansion of the finite-difference sliced objective on a quartic energy.
+same samples, the Taylor expansion of the finite-difference sliced objective on a quartic
+energy, autograd derivatives of mixture and Gamma log-densities, and the minimiser of the
+library's NCE loss (:func:`ebflow_lite.objectives.nce`) over the normalising constant.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 
+from ebflow_lite.data import toy
 from ebflow_lite.exercises import CheckResult, checker, failed, passed
+from ebflow_lite.objectives import fdssm, nce
 
 
 # ----------------------------------------------------------------------------- exercise 1
@@ -59,60 +63,6 @@ def implicit_sm_1d(objective: Callable[..., torch.Tensor]) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------- exercise 2
-def hutchinson_variance(matrix: torch.Tensor, kind: str) -> float:
-    """Variance of one probe ``v^T A v`` for a symmetric ``A``.
-
-    Rademacher: ``2 (||A||_F^2 - sum_i A_ii^2)``; Gaussian: ``2 ||A||_F^2``.
-    """
-    frob = float((matrix**2).sum())
-    if kind == "rademacher":
-        return 2.0 * (frob - float((torch.diagonal(matrix) ** 2).sum()))
-    if kind == "gaussian":
-        return 2.0 * frob
-    raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
-
-
-@checker
-def hutchinson_trace(estimator: Callable[..., torch.Tensor]) -> CheckResult:
-    """Check ``estimator(matvec, dim, n_probes, kind, generator)`` -> per-probe ``v^T A v``."""
-    gen = torch.Generator().manual_seed(42)
-    dim = 6
-    raw = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
-    matrix = 0.5 * (raw + raw.T) + 2.0 * torch.diag(torch.arange(1.0, dim + 1,
-                                                                 dtype=torch.float64))
-    trace = float(torch.trace(matrix))
-
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        return v.to(torch.float64) @ matrix.T
-
-    n = 20_000
-    messages = []
-    for kind in ("rademacher", "gaussian"):
-        est = estimator(matvec, dim, n, kind=kind, generator=torch.Generator().manual_seed(7))
-        if not isinstance(est, torch.Tensor) or est.shape != (n,):
-            return failed(f"return the {n} single-probe estimates v_k^T A v_k as a tensor of "
-                          f"shape ({n},), got {getattr(est, 'shape', type(est).__name__)}")
-        est = est.detach().to(torch.float64)
-        var_formula = hutchinson_variance(matrix, kind)
-        mean, var = float(est.mean()), float(est.var())
-        se = math.sqrt(var_formula / n)
-        if abs(mean - trace) > 5 * se:
-            return failed(f"{kind} probes: the mean {mean:.3f} is not the trace {trace:.3f} "
-                          f"(standard error {se:.3f}); probes need E[v v^T] = I (mean 0, "
-                          "variance 1 per entry).")
-        if abs(var - var_formula) > 0.15 * var_formula:
-            other = "gaussian" if kind == "rademacher" else "rademacher"
-            if abs(var - hutchinson_variance(matrix, other)) < 0.15 * var_formula:
-                return failed(f"with kind={kind!r} the variance matches {other} probes: "
-                              "Rademacher probes are random signs (+1/-1), Gaussian ones "
-                              "N(0, 1).")
-            return failed(f"{kind} probes: variance {var:.2f}, expected {var_formula:.2f}.")
-        messages.append(f"{kind}: mean {mean:.2f} (trace {trace:.2f}), variance {var:.1f} "
-                        f"(formula {var_formula:.1f})")
-    return passed("; ".join(messages) + ".")
-
-
-# ----------------------------------------------------------------------------- exercise 3
 def quartic_energy(x: torch.Tensor) -> torch.Tensor:
     """``E(x) = sum_d x_d^4 / 4 + x_d^2 / 2``: smooth, with non-zero third/fourth derivatives."""
     return (0.25 * x**4 + 0.5 * x**2).sum(1)
@@ -127,7 +77,11 @@ def fdssm_bias_leading_term(dim: int) -> float:
 
 @checker
 def fdssm_bias(bias_fn: Callable[..., list[float]]) -> CheckResult:
-    """Check ``bias_fn(energy, x, eps_values, generator)`` -> |FDSSM - SSM| per eps."""
+    """Check ``bias_fn(energy, x, eps_values, generator)`` -> |FDSSM - SSM| per eps.
+
+    On :func:`quartic_energy` in ``D = 4`` against the Taylor prediction, then on a
+    stretched quartic in ``D = 3`` against the library's :func:`ebflow_lite.objectives.fdssm`.
+    """
     dim = 4
     x = torch.randn(8000, dim, generator=torch.Generator().manual_seed(43),
                     dtype=torch.float64)
@@ -163,6 +117,28 @@ def fdssm_bias(bias_fn: Callable[..., list[float]]) -> CheckResult:
                       f"{[f'{b:.2e}' for b in biases]} differs from the Taylor prediction "
                       f"{[f'{r:.2e}' for r in leading]}: check the per-dimension scaling "
                       "(directions on the unit sphere, exact term 0.5 (u.grad E)^2 - u^T H u).")
+    # A second energy and dimension, whose bias has no formula in this module: the library's
+    # FDSSM at eps against eps -> 0 with the same directions (other directions than the
+    # learner's, so the two agree within the Monte-Carlo error of 8000 samples, a few %).
+    def stretched(z: torch.Tensor) -> torch.Tensor:
+        return quartic_energy(1.3 * z)
+
+    x_other = torch.randn(8000, 3, generator=torch.Generator().manual_seed(44),
+                          dtype=torch.float64)
+    eps_other = [0.2, 0.1]
+    got_other = [float(b) for b in bias_fn(stretched, x_other.clone(), eps_other,
+                                           generator=torch.Generator().manual_seed(9))]
+    model = SimpleNamespace(energy=stretched, dim=3)
+
+    def library_fdssm(eps: float) -> float:
+        return float(fdssm(model, x_other, eps=eps, generator=torch.Generator().manual_seed(10)))
+
+    expected_other = [abs(library_fdssm(e) - library_fdssm(1e-4)) for e in eps_other]
+    if len(got_other) != len(eps_other) or not all(
+            0.8 < g / e < 1.25 for g, e in zip(got_other, expected_other, strict=True)):
+        return failed(f"for the energy E(1.3 x) in D = 3 your biases {got_other} differ from "
+                      f"those of ebflow_lite.objectives.fdssm, {expected_other}: compute the "
+                      "bias from the energy and the samples you are given.")
     return passed(f"bias {[f'{b:.2e}' for b in biases]} at eps {eps_values}: log-log slope "
                   f"{slope:.2f} (O(eps^2)), matching the Taylor prediction "
                   f"{fdssm_bias_leading_term(dim):.2f} eps^2.")
@@ -251,14 +227,106 @@ def gamma_score(learner: Callable[[torch.Tensor, float], torch.Tensor]) -> Check
                   "k = 1, 2.5 and 4.")
 
 
+# ----------------------------------------------------------------------------- NCE and log Z
+def gaussian_noise(data: torch.Tensor, width: float) -> torch.distributions.Distribution:
+    """A Gaussian with the data's mean and covariance scaled by ``width**2``."""
+    cov = torch.cov(data.T) * width**2
+    return torch.distributions.MultivariateNormal(data.mean(0), covariance_matrix=cov)
+
+
+def nce_minimiser(log_unnormalised: Callable[[torch.Tensor], torch.Tensor],
+                  data: torch.Tensor, noise: torch.distributions.Distribution,
+                  noise_samples: torch.Tensor, nu: float) -> float:
+    """The ``c`` minimising :func:`ebflow_lite.objectives.nce` for the energy
+    ``E_c = -log_unnormalised + c``: bisection on the autograd derivative of the loss in
+    ``c``, which increases with ``c`` (the loss is convex in ``c``).
+
+    The loss sees a point only through ``t = log_unnormalised - log q``, so it is evaluated
+    on the 1-D variable ``t`` (energy ``-t + c``, noise log-density 0): the same loss, with
+    the densities computed once instead of at every step of the bisection.
+    """
+    t_data = (log_unnormalised(data) - noise.log_prob(data)).detach()[:, None]
+    t_noise = (log_unnormalised(noise_samples) - noise.log_prob(noise_samples)).detach()[:, None]
+    flat_noise = SimpleNamespace(log_prob=lambda t: torch.zeros(len(t), dtype=t.dtype))
+    low, high = -100.0, 100.0   # far wider than any log Z of the checker's targets
+    for _ in range(45):         # a bracket 200 / 2^45 ~ 6e-12 wide
+        mid = 0.5 * (low + high)
+        c = torch.tensor(mid, dtype=t_data.dtype, requires_grad=True)
+        model = SimpleNamespace(energy=lambda t, c=c: -t[:, 0] + c, dim=1)
+        loss = nce(model, t_data, noise=flat_noise, noise_samples=t_noise, nu=nu)
+        (slope,) = torch.autograd.grad(loss, c)
+        if slope > 0:
+            high = mid
+        else:
+            low = mid
+    return 0.5 * (low + high)
+
+
+_NCE_CASES = [(1.0, 4), (0.35, 1), (3.0, 2)]   # (noise width, noise samples per data point)
+_NCE_LOG_Z = 1.7
+
+
+@checker
+def nce_log_z(estimator: Callable[..., float]) -> CheckResult:
+    """Check ``estimator(log_unnormalised, data, noise_samples, noise_log_prob, nu)``: NCE's
+    estimate of ``log Z`` for a 2-D density known up to its constant.
+
+    The target is the eight-Gaussian ring with ``log Z = 1.7`` added; the noise is Gaussian,
+    of three widths, with 1, 2 and 4 noise samples per data point. The reference is the
+    minimiser of the library's NCE loss on the same samples.
+    """
+    ring = toy("gaussian_mixture")
+
+    def log_unnormalised(x: torch.Tensor) -> torch.Tensor:
+        return ring.log_prob(x) + _NCE_LOG_Z
+
+    messages = []
+    for i, (width, nu) in enumerate(_NCE_CASES):
+        gen = torch.Generator().manual_seed(440 + i)
+        data = ring.sample(1000, generator=gen, dtype=torch.float64)
+        noise = gaussian_noise(data, width)
+        y = noise.mean + torch.randn(nu * len(data), 2, generator=gen,
+                                     dtype=torch.float64) @ noise.scale_tril.T
+        got = float(estimator(log_unnormalised, data.clone(), y.clone(), noise.log_prob,
+                              float(nu)))
+        expected = nce_minimiser(log_unnormalised, data, noise, y, float(nu))
+        if not math.isfinite(got):
+            return failed(f"the estimate is {got} for noise width {width}")
+        if abs(got - expected) < 2e-3:
+            messages.append(f"width {width}, nu = {nu}: {got:.3f}")
+            continue
+        log_w = log_unnormalised(y) - noise.log_prob(y)
+        importance = float(torch.logsumexp(log_w, 0)) - math.log(len(y))
+        if abs(got - importance) < 1e-6:
+            return failed("that is the importance-sampling estimate with the noise as the "
+                          "proposal; NCE's estimate is the constant c that minimises the "
+                          "logistic loss of the classifier between data and noise.")
+        if abs(got + expected) < 2e-3:
+            return failed("the sign is flipped: the model is log p_c = log p~ - c, and the "
+                          "estimate of log Z is c, not -c.")
+        if nu != 1 and abs(got - expected - math.log(nu)) < 2e-3:
+            return failed(f"off by log nu = {math.log(nu):.3f} with nu = {nu}: the logit is "
+                          "G(x) = log p~(x) - c - log q(x) - log nu.")
+        if nu != 1:
+            return failed(f"with nu = {nu} noise samples per data point your estimate is "
+                          f"{got:.4f}, NCE's minimiser {expected:.4f}: the noise term of the "
+                          "loss is nu times the mean of -log sigmoid(-G) over the noise "
+                          "samples, and the logit contains -log nu.")
+        return failed(f"with noise width {width} your estimate is {got:.4f}, the minimiser "
+                      f"of the NCE loss on the same samples is {expected:.4f}.")
+    return passed("your estimates match the minimiser of ebflow_lite's NCE loss ("
+                  + "; ".join(messages) + f"); the true log Z is {_NCE_LOG_Z}.")
+
+
 __all__ = [
     "gamma_score",
     "mixture_log_density",
     "mixture_score",
     "fdssm_bias",
     "fdssm_bias_leading_term",
-    "hutchinson_trace",
-    "hutchinson_variance",
+    "gaussian_noise",
     "implicit_sm_1d",
+    "nce_log_z",
+    "nce_minimiser",
     "quartic_energy",
 ]

@@ -4,58 +4,78 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 
-
-def grad_log_z(
-    energy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    theta: torch.Tensor,
-    samples: torch.Tensor,
-) -> torch.Tensor:
-    """Monte-Carlo estimate of ``grad_theta log Z = -E_p[grad_theta E(x; theta)]``."""
-    theta = theta.detach().requires_grad_(True)
-    mean_energy = energy(samples, theta).mean()
-    (grad,) = torch.autograd.grad(mean_energy, theta)
-    return -grad
+from ebflow_lite.sampling import mala
 
 
-def mala_log_accept(
+def log_z_importance(
     energy: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    step: float,
-) -> torch.Tensor:
-    """``log min(1, p(y) q(x|y) / (p(x) q(y|x)))`` with ``q(y|x) = N(x - h grad E(x), 2h I)``."""
-
-    def energy_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = z.detach().requires_grad_(True)
-        e = energy(z)
-        (g,) = torch.autograd.grad(e.sum(), z)
-        return e.detach(), g
-
-    e_x, g_x = energy_and_grad(x)
-    e_y, g_y = energy_and_grad(y)
-    # log q(b|a) up to a constant that cancels: -||b - a + h grad E(a)||^2 / (4h)
-    log_q_y_given_x = -((y - x + step * g_x) ** 2).sum(1) / (4 * step)
-    log_q_x_given_y = -((x - y + step * g_y) ** 2).sum(1) / (4 * step)
-    log_ratio = -e_y + e_x + log_q_x_given_y - log_q_y_given_x
-    return torch.clamp(log_ratio, max=0.0)
-
-
-def ula_variance(
-    step: float,
-    sigma: float,
-    n_chains: int = 4000,
-    n_steps: int = 300,
-    generator: torch.Generator | None = None,
+    samples: torch.Tensor,
+    proposal_log_prob: Callable[[torch.Tensor], torch.Tensor],
 ) -> float:
-    """Run ULA on ``E(x) = x^2 / (2 sigma^2)`` and return the variance of the final states."""
-    x = torch.zeros(n_chains, dtype=torch.float64)
-    noise_scale = math.sqrt(2 * step)
+    """``log Z`` by importance sampling: ``log (1/N) sum_n exp(-E(y_n)) / q(y_n)``, ``y_n ~ q``.
+
+    Computed in log space (log-sum-exp), so that energies of any size are safe.
+    """
+    log_weights = -energy(samples) - proposal_log_prob(samples)
+    return float(torch.logsumexp(log_weights, 0) - math.log(len(samples)))
+
+
+def mode_jump_mh(
+    energy: Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    n_steps: int,
+    jump: torch.Tensor,
+    local_std: float = 0.5,
+    jump_prob: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Metropolis-Hastings with a symmetric mixture proposal: a local random-walk move or,
+    with probability ``jump_prob``, a jump ``x + jump`` or ``x - jump`` (equally likely)."""
+    x = x0.detach().clone()
+    e_x = energy(x)
+    n, dim = x.shape
     for _ in range(n_steps):
-        grad_energy = x / sigma**2
-        x = x - step * grad_energy + noise_scale * torch.randn(
-            n_chains, generator=generator, dtype=torch.float64
-        )
-    return float(x.var())
+        local = x + local_std * torch.randn(n, dim, generator=generator, dtype=x.dtype)
+        sign = torch.where(torch.rand(n, generator=generator) < 0.5, 1.0, -1.0).to(x.dtype)
+        jumped = x + sign[:, None] * jump.to(x.dtype)
+        is_jump = torch.rand(n, generator=generator) < jump_prob
+        y = torch.where(is_jump[:, None], jumped, local)
+        e_y = energy(y)
+        # symmetric proposal, q(y | x) = q(x | y): only the energies enter the ratio
+        accept = torch.log(torch.rand(n, generator=generator, dtype=x.dtype)) < e_x - e_y
+        x = torch.where(accept[:, None], y, x)
+        e_x = torch.where(accept, e_y, e_x)
+    return x
+
+
+def tune_mala_step(
+    dim: int,
+    target: float = 0.574,
+    generator: torch.Generator | None = None,
+    n_chains: int = 500,
+    n_steps: int = 40,
+    n_bisections: int = 12,
+) -> float:
+    """The MALA step ``h`` at which chains on ``N(0, I_dim)`` accept a ``target`` fraction.
+
+    Bisection on ``log h``: the acceptance falls as the step grows. Every trial uses the
+    same seed (common random numbers), so the measured acceptance is smooth in ``h``.
+    """
+    standard_gaussian = SimpleNamespace(energy=lambda x: 0.5 * (x**2).sum(1), dim=dim)
+    seed = int(torch.randint(2**31, (1,), generator=generator))
+    log_low, log_high = math.log(1e-3), math.log(10.0)
+    for _ in range(n_bisections):
+        log_mid = 0.5 * (log_low + log_high)
+        trial = torch.Generator().manual_seed(seed)
+        start = torch.randn(n_chains, dim, generator=trial, dtype=torch.float64)  # stationary
+        rate = mala(standard_gaussian, start, step_size=math.exp(log_mid), n_steps=n_steps,
+                    generator=trial).acceptance_rate
+        if rate > target:
+            log_low = log_mid   # accepts too often: a larger step is possible
+        else:
+            log_high = log_mid
+    return math.exp(0.5 * (log_low + log_high))

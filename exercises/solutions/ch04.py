@@ -17,22 +17,6 @@ def implicit_sm_1d(
     return (0.5 * score(x) ** 2 + score_derivative(x)).mean()
 
 
-def hutchinson_trace(
-    matvec: Callable[[torch.Tensor], torch.Tensor],
-    dim: int,
-    n_probes: int,
-    kind: str = "rademacher",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Single-probe estimates ``v_k^T A v_k``, shape ``(n_probes,)``; their mean estimates tr A."""
-    v = torch.randn(n_probes, dim, generator=generator, dtype=torch.float64)
-    if kind == "rademacher":
-        v = torch.sign(v)
-    elif kind != "gaussian":
-        raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
-    return (v * matvec(v)).sum(1)
-
-
 def fdssm_bias(
     energy: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -75,3 +59,30 @@ def mixture_score(x: torch.Tensor, weight: float, mean: float, std: float) -> to
 def gamma_score(x: torch.Tensor, shape: float) -> torch.Tensor:
     """Score of Gamma(k, 1), ``p(x) ~ x^(k-1) exp(-x)`` on ``x > 0``: ``(k - 1) / x - 1``."""
     return (shape - 1) / x - 1
+
+
+def nce_log_z(
+    log_unnormalised: Callable[[torch.Tensor], torch.Tensor],
+    data: torch.Tensor,
+    noise_samples: torch.Tensor,
+    noise_log_prob: Callable[[torch.Tensor], torch.Tensor],
+    nu: float,
+) -> float:
+    """NCE's estimate of ``log Z``: the ``c`` minimising the NCE loss of the model
+    ``log p_c(x) = log_unnormalised(x) - c``, found by bisection on the loss's derivative.
+
+    With the logit ``G_c = log_unnormalised - c - log q - log nu`` the derivative of
+    ``-mean log sigmoid(G_c(x)) - nu mean log sigmoid(-G_c(y))`` in ``c`` is
+    ``mean sigmoid(-G_c(x)) - nu mean sigmoid(G_c(y))``, which increases with ``c``.
+    """
+    logit_data = log_unnormalised(data) - noise_log_prob(data) - math.log(nu)
+    logit_noise = log_unnormalised(noise_samples) - noise_log_prob(noise_samples) - math.log(nu)
+    low, high = -1e3, 1e3
+    for _ in range(100):
+        c = 0.5 * (low + high)
+        slope = torch.sigmoid(c - logit_data).mean() - nu * torch.sigmoid(logit_noise - c).mean()
+        if slope > 0:
+            high = c
+        else:
+            low = c
+    return 0.5 * (low + high)
