@@ -23,6 +23,7 @@ from ebflow_lite.experiments.ablation import (
     summarize_ablation,
 )
 from ebflow_lite.models import fc_flow
+from ebflow_lite.testing import perturb_parameters
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +35,9 @@ def _twins(eps: float) -> tuple:
     with_map = fc_flow(64, preprocessing=digits_preprocessing(0.5, eps)).double()
     without_map = fc_flow(64, preprocessing=digits_preprocessing(0.5, eps),
                           match_after_preprocessing=False).double()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
+    perturb_parameters(with_map, 0.05, torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the same parameters in the twin without MaP
         for p, q in zip(with_map.parameters(), without_map.parameters(), strict=True):
-            p.add_(0.05 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
             q.copy_(p)
     return with_map, without_map
 

@@ -7,15 +7,13 @@ import torch
 from torch.func import jacrev
 
 from ebflow_lite.layers import IAF, MADE, MAF
+from ebflow_lite.testing import perturb_parameters
 
 DTYPE = torch.float64
 
 
 def _perturbed(layer: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.5 * torch.randn_like(p))
-    return layer.to(DTYPE)
+    return perturb_parameters(layer, 0.5).to(DTYPE)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

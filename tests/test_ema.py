@@ -9,6 +9,7 @@ import ebflow_lite
 from ebflow_lite.ema import EMA
 from ebflow_lite.layers import ActNorm, Dense
 from ebflow_lite.models import fc_flow
+from ebflow_lite.testing import perturb_parameters
 
 
 def _flat(model: torch.nn.Module) -> torch.Tensor:
@@ -35,9 +36,7 @@ def test_update_matches_the_recursion_by_hand() -> None:
     ema = EMA(model, decay=0.99, warmup=True)
     expected = _flat(model).clone()
     for n in range(30):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
+        perturb_parameters(model, 1.0)  # a stand-in for a training step
         m = min(0.99, (2 + n) / (11 + n))
         expected = m * expected + (1 - m) * _flat(model)
         ema.update(model)

@@ -182,38 +182,88 @@ def test_generative_planar_flags_summing_over_the_batch():
     _assert_hint(check.generative_planar_density(summed), "one value per sample")
 
 
-# ----------------------------------------------------------------------------- image area
-def test_image_area_accepts_reference():
-    result = check.image_area(solutions.image_area)
-    assert result and "O(h^2)" in result.message
+# ----------------------------------------------------------------------------- folded density
+def _branch_parts(x, branch):
+    """The latent of one branch and the signed det of its Jacobian (1 or 2 features)."""
+    x = x.detach().requires_grad_(True)
+    u = branch(x)
+    rows = [torch.autograd.grad(u[:, i].sum(), x, retain_graph=True)[0]
+            for i in range(u.shape[1])]
+    return u.detach(), torch.linalg.det(torch.stack(rows, 1))
 
 
-def test_image_area_rejects_stub():
-    _assert_hint(check.image_area(stub), "not implemented")
+def test_folded_density_accepts_reference():
+    assert check.folded_log_density(solutions.folded_log_density)
 
 
-def test_image_area_flags_clockwise_orientation():
-    def signed(g, center, h):
-        return -solutions.image_area(g, center, h)
-
-    _assert_hint(check.image_area(signed), "counter-clockwise")
+def test_folded_density_rejects_stub():
+    _assert_hint(check.folded_log_density(stub), "not implemented")
 
 
-def test_image_area_flags_the_linear_approximation():
-    def linearised(g, center, h):
-        point = torch.tensor(center, dtype=torch.float64)
-        jac = torch.autograd.functional.jacobian(lambda v: g(v.unsqueeze(0)).squeeze(0), point)
-        return abs(float(torch.linalg.det(jac))) * h * h
+def test_folded_density_flags_one_branch():
+    def one_branch(x, log_p_u, branches):
+        return solutions.folded_log_density(x, log_p_u, branches[:1])
 
-    _assert_hint(check.image_area(linearised), "linear approximation")
+    _assert_hint(check.folded_log_density(one_branch), "single branch")
 
 
-def test_image_area_flags_the_unmapped_square():
-    _assert_hint(check.image_area(lambda g, center, h: h * h), "area of the square itself")
+def test_folded_density_flags_a_doubled_branch():
+    # right for x = u^2 with a centred Gaussian, wrong as soon as the branches differ
+    def doubled(x, log_p_u, branches):
+        return solutions.folded_log_density(x, log_p_u, branches[:1]) + math.log(len(branches))
+
+    _assert_hint(check.folded_log_density(doubled), "multiplied one branch", "N(0.8")
 
 
-def test_image_area_flags_too_few_boundary_points():
-    def coarse(g, center, h):
-        return solutions.image_area(g, center, h, n_per_edge=2)
+def test_folded_density_flags_averaged_branches():
+    def averaged(x, log_p_u, branches):
+        return solutions.folded_log_density(x, log_p_u, branches) - math.log(len(branches))
 
-    _assert_hint(check.image_area(coarse), "more points per edge")
+    _assert_hint(check.folded_log_density(averaged), "averaged")
+
+
+def test_folded_density_flags_summed_log_densities():
+    def summed_logs(x, log_p_u, branches):
+        return sum(solutions.folded_log_density(x, log_p_u, [g]) for g in branches)
+
+    _assert_hint(check.folded_log_density(summed_logs), "multiplies their densities")
+
+
+def test_folded_density_flags_a_missing_absolute_value():
+    def signed_det(x, log_p_u, branches):
+        total = 0.0
+        for branch in branches:
+            u, det = _branch_parts(x, branch)
+            total = total + log_p_u(u).exp() * det
+        return total.log()
+
+    _assert_hint(check.folded_log_density(signed_det), "absolute value", "|det J_{g_k}|")
+
+
+def test_folded_density_flags_the_log_of_a_negative_determinant():
+    def log_det(x, log_p_u, branches):
+        terms = []
+        for branch in branches:
+            u, det = _branch_parts(x, branch)
+            terms.append(log_p_u(u) + torch.log(det))
+        return torch.logsumexp(torch.stack(terms), 0)
+
+    _assert_hint(check.folded_log_density(log_det), "NaN", "slogdet")
+
+
+def test_folded_density_flags_the_generator_jacobian():
+    def generator_direction(x, log_p_u, branches):
+        terms = []
+        for branch in branches:
+            u, det = _branch_parts(x, branch)
+            terms.append(log_p_u(u) - det.abs().log())  # |det J_f(u)| = 1 / |det J_g(x)|
+        return torch.logsumexp(torch.stack(terms), 0)
+
+    _assert_hint(check.folded_log_density(generator_direction), "wrong sign", "generator")
+
+
+def test_folded_density_flags_summing_over_the_batch():
+    def summed(x, log_p_u, branches):
+        return solutions.folded_log_density(x, log_p_u, branches).sum()
+
+    _assert_hint(check.folded_log_density(summed), "one value per sample")

@@ -25,20 +25,14 @@ from ebflow_lite.layers import (
 from ebflow_lite.models import cnn_flow, glow_flow
 from ebflow_lite.preprocessing import image_preprocessing
 from ebflow_lite.prior import StandardNormal, standard_normal_log_prob
+from ebflow_lite.testing import perturb_parameters
 
 DTYPE = torch.float64
 
 
-def _perturb(model: torch.nn.Module, scale: float, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-
-
 def small_glow() -> EBFlow:
     model = glow_flow((1, 4, 4), n_levels=2, depth=2, hidden=6, seed=0).to(DTYPE)
-    _perturb(model, 0.1)
+    perturb_parameters(model, 0.1, torch.Generator().manual_seed(0))
     for layer in model.layers:
         if isinstance(layer, ActNorm):
             layer.initialized.fill_(True)
@@ -48,7 +42,7 @@ def small_glow() -> EBFlow:
 def small_cnn(padding_mode: str = "zeros") -> EBFlow:
     model = cnn_flow((1, 4, 4), kernel_size=3, n_blocks=2, padding_mode=padding_mode,
                      seed=0).to(DTYPE)
-    _perturb(model, 0.1)
+    perturb_parameters(model, 0.1, torch.Generator().manual_seed(0))
     return model.eval()
 
 
@@ -83,7 +77,7 @@ def test_log_prob_is_the_change_of_variables_of_the_whole_map(make) -> None:
 def test_image_model_density_integrates_to_one(make) -> None:
     """On 2x2 images (D = 4) a grid over [-7, 7]^4 integrates exp(log p) to 1."""
     model = make().double()
-    _perturb(model, 0.2)
+    perturb_parameters(model, 0.2, torch.Generator().manual_seed(0))
     for layer in model.layers:
         if isinstance(layer, ActNorm):
             layer.initialized.fill_(True)
@@ -175,7 +169,7 @@ def test_fft_log_det_is_exact_for_circular_and_wrong_for_zero_padding() -> None:
     for shape in [(2, 5, 4), (3, 4, 6)]:
         for mode in ("circular", "zeros"):
             conv = ConvKxK(shape[0], 3, mode).double()
-            _perturb(conv, 0.3)
+            perturb_parameters(conv, 0.3, torch.Generator().manual_seed(0))
             exact = torch.linalg.slogdet(conv.matrix(shape))[1]
             fft = circular_conv_logabsdet(conv.weight, shape[1], shape[2])
             if mode == "circular":
@@ -190,7 +184,7 @@ def test_fft_log_det_is_exact_for_circular_and_wrong_for_zero_padding() -> None:
 
 def test_float32_conv_log_det_is_computed_in_float64() -> None:
     conv = ConvKxK(3, 5, "zeros")
-    _perturb(conv, 0.05)
+    perturb_parameters(conv, 0.05, torch.Generator().manual_seed(0))
     shape = (3, 8, 8)
     reference = torch.linalg.slogdet(conv.double().matrix(shape))[1]
     conv.float()

@@ -7,6 +7,7 @@ import torch
 
 from ebflow_lite.layers import ActNorm, AffineCoupling, Dense, LUDense, SmoothLeakyReLU
 from ebflow_lite.models import fc_flow, lu_fc_flow, toy_flow
+from ebflow_lite.testing import perturb_parameters
 
 
 def test_fc_flow_structure_and_parameter_count() -> None:
@@ -44,9 +45,7 @@ def test_lu_fc_flow_starts_as_fc_flow_and_has_cheap_log_det() -> None:
     x = torch.randn(5, d, dtype=torch.float64)
     torch.testing.assert_close(lu.log_prob(x), fc.log_prob(x))
     torch.testing.assert_close(lu.layers[0].weight(), -torch.eye(d, dtype=torch.float64))
-    with torch.no_grad():
-        for p in lu.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    perturb_parameters(lu, 0.1)
     for layer in lu.linear_layers():
         torch.testing.assert_close(layer.logabsdet(),
                                    torch.linalg.slogdet(layer.weight())[1])
@@ -71,11 +70,9 @@ def test_toy_flow_structure_seed_and_rng_isolation() -> None:
 
 def test_toy_flow_density_integrates_to_one() -> None:
     model = toy_flow(n_blocks=2, hidden=16, seed=0).double()
-    with torch.no_grad():  # move away from the near-identity start
-        for layer in model.layers:
-            if isinstance(layer, AffineCoupling):
-                for p in layer.parameters():
-                    p.add_(0.3 * torch.randn_like(p))
+    for layer in model.layers:  # move the couplings away from their near-identity start
+        if isinstance(layer, AffineCoupling):
+            perturb_parameters(layer, 0.3)
     model.eval()
     grid = torch.linspace(-8, 8, 401, dtype=torch.float64)
     xx, yy = torch.meshgrid(grid, grid, indexing="ij")

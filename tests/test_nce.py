@@ -12,6 +12,7 @@ import ebflow_lite
 from ebflow_lite.ebm import GaussianEnergy
 from ebflow_lite.layers import AffineCoupling
 from ebflow_lite.objectives import fce_flow_loss, get, nce
+from ebflow_lite.testing import perturb_parameters
 
 DTYPE = torch.float64
 
@@ -114,10 +115,7 @@ def test_nce_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 def test_fce_flow_loss_is_minus_nce_and_reaches_the_flow() -> None:
     torch.manual_seed(0)
     flow = ebflow_lite.EBFlow([AffineCoupling(2, hidden=8, parity=i % 2) for i in range(2)])
-    flow = flow.double()
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    flow = perturb_parameters(flow.double(), 0.3)
     model = ShiftedGaussianEnergy(2)
     x = torch.randn(16, 2, dtype=DTYPE)
     loss = fce_flow_loss(model, flow, x, generator=torch.Generator().manual_seed(1))

@@ -11,6 +11,7 @@ from ebflow_lite import EBFlow
 from ebflow_lite.ebm import GaussianEnergy, MLPEnergy
 from ebflow_lite.layers import Affine, Dense, Logit, SmoothLeakyReLU
 from ebflow_lite.objectives import dsm, exact_sm, fdssm, ml, sml, ssm
+from ebflow_lite.testing import perturb_parameters
 
 DTYPE = torch.float64
 
@@ -33,10 +34,7 @@ def _gaussian_sm(model: GaussianEnergy, x: torch.Tensor) -> float:
 def _nonlinear_flow(dim: int = 3) -> EBFlow:
     torch.manual_seed(3)
     flow = EBFlow([Dense(dim, init="orthogonal"), SmoothLeakyReLU(0.3), Dense(dim)]).to(DTYPE)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return flow
+    return perturb_parameters(flow, 0.2)
 
 
 def _repeat(fn, n: int) -> torch.Tensor:

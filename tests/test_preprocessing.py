@@ -9,6 +9,7 @@ from ebflow_lite import EBFlow, objectives
 from ebflow_lite.layers import Affine, Dense, Logit, SmoothLeakyReLU
 from ebflow_lite.metrics import data_space_score
 from ebflow_lite.models import fc_flow
+from ebflow_lite.testing import perturb_parameters
 
 DT = torch.float64
 
@@ -18,10 +19,7 @@ def _model(map_on: bool, scale: float = 1.0, eps: float = 0.01, seed: int = 0) -
     d = 2
     pre = [Affine(1.0 / scale, dim=d), Logit(alpha=0.5, eps=eps, dim=d)]
     model = fc_flow(d, init="orthogonal", preprocessing=pre, match_after_preprocessing=map_on)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return model.double()
+    return perturb_parameters(model, 0.2).double()
 
 
 @pytest.mark.parametrize("map_on", [True, False])

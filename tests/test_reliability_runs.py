@@ -17,6 +17,7 @@ from ebflow_lite.ema import EMA
 from ebflow_lite.layers import ActNorm, AffineCoupling, Dense, LUDense, SmoothLeakyReLU
 from ebflow_lite.objectives import ml
 from ebflow_lite.sampling import SamplingInterrupted, langevin, mala, metropolis_hastings
+from ebflow_lite.testing import perturb_parameters
 from ebflow_lite.training import FitInterrupted, History, TrainingDiverged
 
 
@@ -52,10 +53,7 @@ def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 # ---------------------------------------------------------------------------- checkpoints
 def _saved(tmp_path: Path) -> tuple[Path, EBFlow]:
-    model = small_flow()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p))
+    model = perturb_parameters(small_flow(), 1.0)
     path = tmp_path / "run.pt"
     save_checkpoint(path, model, history=History(losses=[1.0], step=1))
     return path, model

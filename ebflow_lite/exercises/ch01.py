@@ -2,8 +2,8 @@
 
 Each checker compares the learner's function with an independent computation: a closed-form
 Gaussian density (``torch.distributions``), the bisection inverse and the log-det of the
-library's :class:`ebflow_lite.layers.Planar` (checked against an autograd Jacobian), or the
-exact area of a mapped square.
+library's :class:`ebflow_lite.layers.Planar` (checked against an autograd Jacobian), or
+SciPy's (non-central) chi-square densities and a hand-derived Jacobian for maps that fold.
 """
 
 from __future__ import annotations
@@ -236,73 +236,201 @@ def generative_planar_density(
 
 
 # ----------------------------------------------------------------------------- exercise 3
-def _wavy_map(x: torch.Tensor) -> torch.Tensor:
-    """``(x1 + 0.3 sin x2, x2 + 0.3 sin x1)``: injective, det J = 1 - 0.09 cos x1 cos x2."""
-    return torch.stack([x[:, 0] + 0.3 * torch.sin(x[:, 1]),
-                        x[:, 1] + 0.3 * torch.sin(x[:, 0])], 1)
+Branch = Callable[[torch.Tensor], torch.Tensor]
+LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _wavy_area(center: tuple[float, float], h: float) -> float:
-    (c1, c2), r = center, h / 2
-    return h * h - 0.09 * ((math.sin(c1 + r) - math.sin(c1 - r))
-                           * (math.sin(c2 + r) - math.sin(c2 - r)))
+def _sqrt_branches() -> list[Branch]:
+    """The local inverses ``+sqrt(x)`` and ``-sqrt(x)`` of ``f(u) = u^2`` (batches ``(B, 1)``)."""
+    return [torch.sqrt, lambda x: -torch.sqrt(x)]
 
 
-def _shear_map(x: torch.Tensor) -> torch.Tensor:
-    """``(x1, x2 exp(0.8 x1) + x1^2)``: a coupling layer, det J = exp(0.8 x1)."""
-    return torch.stack([x[:, 0], x[:, 1] * torch.exp(0.8 * x[:, 0]) + x[:, 0] ** 2], 1)
+def _fold_branches() -> list[Branch]:
+    """The local inverses ``(+-sqrt(x1), x2)`` of the fold ``f(u) = (u1^2, u2)``."""
+    return [lambda x, sign=sign: torch.stack([sign * torch.sqrt(x[:, 0]), x[:, 1]], 1)
+            for sign in (1.0, -1.0)]
 
 
-def _shear_area(center: tuple[float, float], h: float) -> float:
-    c1, r = center[0], h / 2
-    return h * (math.exp(0.8 * (c1 + r)) - math.exp(0.8 * (c1 - r))) / 0.8
+def _complex_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """The principal square root of ``x1 + i x2``, as a real batch ``(B, 2)``."""
+    half_angle = 0.5 * torch.atan2(x[:, 1], x[:, 0])
+    return torch.sqrt(x.norm(dim=1)).unsqueeze(1) * torch.stack(
+        [torch.cos(half_angle), torch.sin(half_angle)], 1)
 
 
-def _det_at(g: Callable[[torch.Tensor], torch.Tensor], center: tuple[float, float]) -> float:
-    point = torch.tensor(center, dtype=DTYPE)
-    jac = jacobian(lambda v: g(v.unsqueeze(0)).squeeze(0), point)
-    return abs(float(torch.linalg.det(jac)))
+def _complex_square_branches() -> list[Branch]:
+    """The local inverses ``+-sqrt(z)`` of the complex square ``f(z) = z^2`` on ``R^2``."""
+    return [_complex_sqrt, lambda x: -_complex_sqrt(x)]
 
 
-_AREA_CASES = [
-    (_wavy_map, _wavy_area, (0.3, -0.5), 2.0),
-    (_wavy_map, _wavy_area, (1.0, 1.0), 0.5),
-    (_shear_map, _shear_area, (0.5, 0.2), 1.5),
-    (_shear_map, _shear_area, (-1.0, 2.0), 0.25),
-]
+def _gaussian(mean: list[float], cov: list[list[float]]) -> torch.distributions.Distribution:
+    return torch.distributions.MultivariateNormal(torch.tensor(mean, dtype=DTYPE),
+                                                  torch.tensor(cov, dtype=DTYPE))
+
+
+def _chi2_reference(x: torch.Tensor) -> torch.Tensor:
+    """``u ~ N(0, 1)``, ``x = u^2``: the chi-square density with one degree of freedom."""
+    from scipy.stats import chi2  # imported here: scipy.stats loads slowly
+
+    return torch.as_tensor(chi2(df=1).logpdf(x[:, 0].numpy()), dtype=DTYPE)
+
+
+def _scaled_ncx2_logpdf(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """log-density of ``v^2`` with ``v ~ N(mean, std^2)``: a scaled non-central chi-square."""
+    from scipy.stats import ncx2
+
+    nc = (mean / std) ** 2
+    return torch.as_tensor(ncx2(df=1, nc=nc.numpy(), scale=std**2).logpdf(x.numpy()),
+                           dtype=DTYPE)
+
+
+def _shifted_square_reference(x: torch.Tensor) -> torch.Tensor:
+    """``u ~ N(0.8, 0.6^2)``, ``x = u^2``."""
+    return _scaled_ncx2_logpdf(x[:, 0], torch.full_like(x[:, 0], 0.8), 0.6)
+
+
+_FOLD_MEAN, _FOLD_COV = [0.5, -0.3], [[1.0, 0.6], [0.6, 0.8]]
+
+
+def _fold_reference(x: torch.Tensor) -> torch.Tensor:
+    """``u ~ N(m, S)`` correlated, ``x = (u1^2, u2)``: ``p(x2)`` times ``p(u1^2 | u2 = x2)``."""
+    (m1, m2), ((s11, s12), (_, s22)) = _FOLD_MEAN, _FOLD_COV
+    marginal = torch.distributions.Normal(m2, math.sqrt(s22)).log_prob(x[:, 1])
+    conditional_mean = m1 + s12 / s22 * (x[:, 1] - m2)
+    conditional_std = math.sqrt(s11 - s12**2 / s22)
+    return marginal + _scaled_ncx2_logpdf(x[:, 0], conditional_mean, conditional_std)
+
+
+_SQUARE_MEAN, _SQUARE_STD = [0.7, 0.4], 0.8
+
+
+def _complex_square_reference(x: torch.Tensor) -> torch.Tensor:
+    """``u ~ N(m, s^2 I)``, ``x = u^2`` as complex numbers: ``|f'(u)|^2 = 4 |u|^2 = 4 |x|``."""
+    prior = _gaussian(_SQUARE_MEAN, [[_SQUARE_STD**2, 0.0], [0.0, _SQUARE_STD**2]])
+    root = _complex_sqrt(x)
+    both = torch.stack([prior.log_prob(root), prior.log_prob(-root)])
+    return torch.logsumexp(both, 0) - torch.log(4 * x.norm(dim=1))
+
+
+def _folded_cases() -> list[tuple[str, torch.Tensor, LogDensity, list[Branch],
+                                  Callable[[torch.Tensor], torch.Tensor]]]:
+    """(name, data x, log p_u, local inverses, reference log p_x) for four maps."""
+    gen = torch.Generator().manual_seed(303)
+    line = torch.linspace(0.02, 9.0, 60, dtype=DTYPE).unsqueeze(1)
+    plane = torch.randn(80, 2, generator=gen, dtype=DTYPE)
+    fold_x = torch.stack([plane[:, 0] ** 2 + 0.02, 1.2 * plane[:, 1]], 1)
+    square_x = 2.0 * plane
+    unit = torch.distributions.Normal(torch.zeros(1, dtype=DTYPE), torch.ones(1, dtype=DTYPE))
+    shifted = torch.distributions.Normal(torch.full((1,), 0.8, dtype=DTYPE),
+                                         torch.full((1,), 0.6, dtype=DTYPE))
+    square_cov = [[_SQUARE_STD**2, 0.0], [0.0, _SQUARE_STD**2]]
+    # the shifted Gaussian comes first: its two branches differ, so that one branch, twice
+    # one branch and the mean of the branches are told apart
+    return [
+        ("x = u^2, u ~ N(0.8, 0.6^2)", line, lambda u: shifted.log_prob(u).sum(1),
+         _sqrt_branches(), _shifted_square_reference),
+        ("x = u^2, u ~ N(0, 1)", line, lambda u: unit.log_prob(u).sum(1), _sqrt_branches(),
+         _chi2_reference),
+        ("the fold x = (u1^2, u2), u correlated Gaussian", fold_x,
+         _gaussian(_FOLD_MEAN, _FOLD_COV).log_prob, _fold_branches(), _fold_reference),
+        ("the complex square x = u^2", square_x, _gaussian(_SQUARE_MEAN, square_cov).log_prob,
+         _complex_square_branches(), _complex_square_reference),
+    ]
+
+
+def _branch_terms(x: torch.Tensor, log_p_u: LogDensity,
+                  branches: list[Branch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per branch ``k``: ``log p_u(g_k(x))``, ``log|det J_{g_k}(x)|`` and the sign of the det.
+
+    Each of shape ``(K, B)``; the Jacobians come from ``torch.func`` (one per sample).
+    """
+    log_priors, log_dets, signs = [], [], []
+    for branch in branches:
+        jac = torch.func.vmap(torch.func.jacrev(lambda v, g=branch: g(v.unsqueeze(0))[0]))(x)
+        sign, log_det = torch.linalg.slogdet(jac)
+        log_priors.append(log_p_u(branch(x)))
+        log_dets.append(log_det)
+        signs.append(sign)
+    return torch.stack(log_priors), torch.stack(log_dets), torch.stack(signs)
+
+
+def _folded_hint(value: torch.Tensor, log_prior: torch.Tensor, log_det: torch.Tensor,
+                 sign: torch.Tensor) -> str | None:
+    """A hint when ``value`` is one of the typical wrong answers, else ``None``."""
+    terms = log_prior + log_det
+    n_branches = terms.shape[0]
+
+    def matches(candidate: torch.Tensor) -> bool:
+        return bool(torch.isfinite(candidate).all()) and torch.allclose(
+            value, candidate, rtol=1e-7, atol=1e-7)
+
+    if any(matches(terms[k]) for k in range(n_branches)):
+        return ("you kept a single branch. Every latent u with f(u) = x sends its probability "
+                "to x: add the densities p_u(g_k(x)) |det J_{g_k}(x)| of all the local "
+                "inverses g_k (torch.logsumexp over the branches in log space).")
+    if any(matches(terms[k] + math.log(n_branches)) for k in range(n_branches)):
+        return (f"you multiplied one branch by {n_branches}. That is right only when every "
+                "branch carries the same density, as for x = u^2 with a centred, symmetric "
+                "p_u; here the preimages have different latent densities, so evaluate "
+                "p_u at each g_k(x) and add.")
+    if matches(torch.logsumexp(terms, 0) - math.log(n_branches)):
+        return ("you averaged the branches. Their probabilities add: the latent sets mapped "
+                "onto a small neighbourhood of x are disjoint, so take the sum (logsumexp), "
+                "not the mean.")
+    if n_branches > 1 and matches(terms.sum(0)):
+        return ("you added the log-densities of the branches, which multiplies their "
+                "densities. Add the densities themselves: torch.logsumexp over the branches.")
+    if matches(torch.logsumexp(log_prior - log_det, 0)):
+        return ("the log-det has the wrong sign: it is the Jacobian of the generator f "
+                "(latent -> data). Each local inverse g_k maps data -> latent, and its "
+                "log|det J_{g_k}(x)| = -log|det J_f(g_k(x))| is added.")
+    signed = (sign * terms.exp()).sum(0)
+    if bool((sign < 0).any()) and bool((signed > 0).all()) and matches(signed.log()):
+        return ("the absolute value is missing: on a decreasing branch (u = -sqrt(x)) the "
+                "determinant is negative, but the branch still carries positive probability; "
+                "use |det J_{g_k}| (torch.linalg.slogdet gives log|det|).")
+    return None
 
 
 @checker
-def image_area(
-    learner: Callable[[Callable[[torch.Tensor], torch.Tensor], tuple[float, float], float],
-                      float],
+def folded_log_density(
+    learner: Callable[[torch.Tensor, LogDensity, list[Branch]], torch.Tensor],
 ) -> CheckResult:
-    """Check ``learner(g, center, h)`` = area of the image under ``g`` of the square of side
-    ``h`` centred at ``center``, against closed forms of ``int |det J_g|`` over the square.
+    """Check ``learner(x, log_p_u, branches)`` = ``log sum_k p_u(g_k(x)) |det J_{g_k}(x)|``.
+
+    The maps ``f`` are not injective; ``branches`` lists their local inverses ``g_k``. The
+    references are closed forms that do not go through the branches: SciPy's chi-square and
+    non-central chi-square densities for ``x = u^2`` and the fold ``(u1^2, u2)``, and the
+    generator's Jacobian by hand for the complex square.
     """
-    report = []
-    for g, exact_area, center, h in _AREA_CASES:
-        exact = exact_area(center, h)
-        value = float(learner(g, center, h))
-        if not math.isfinite(value):
-            return failed("the area is NaN or inf")
-        if abs(value - exact) <= 1e-4 * exact:
-            report.append((h, exact / h**2 - _det_at(g, center)))
+    for name, x, log_p_u, branches, reference_fn in _folded_cases():
+        reference = reference_fn(x)
+        log_prior, log_det, sign = _branch_terms(x, log_p_u, branches)
+        # SciPy's non-central chi-square is accurate to about 1e-7 in log-density
+        if not torch.allclose(torch.logsumexp(log_prior + log_det, 0), reference,
+                              rtol=1e-6, atol=1e-5):
+            raise RuntimeError(f"internal: the branch sum disagrees with the closed form for "
+                               f"{name}")
+        value = _as_batch_values(learner(x.clone(), log_p_u, list(branches)), x.shape[0],
+                                 "the log-density")
+        if isinstance(value, CheckResult):
+            return value
+        if not bool(torch.isfinite(value).all()):
+            if bool((sign < 0).any()):
+                return failed(f"NaN or inf in your log-density for {name}. A branch here has "
+                              "a negative Jacobian determinant (it reverses orientation), so "
+                              "the log of det J is NaN, and signed terms can cancel to "
+                              "log 0: use |det J_{g_k}| (torch.linalg.slogdet).")
+            return failed(f"NaN or inf in your log-density for {name}.")
+        if torch.allclose(value, reference, rtol=1e-6, atol=1e-5):
             continue
-        if abs(value + exact) <= 1e-4 * exact:
-            return failed("the area is negative: the shoelace formula gives a signed area, "
-                          "positive for a counter-clockwise boundary; go round the square "
-                          "counter-clockwise or take the absolute value.")
-        if abs(value - h * h) <= 1e-9:
-            return failed("you returned the area of the square itself: map its boundary "
-                          "through g first.")
-        if abs(value - _det_at(g, center) * h * h) <= 1e-6 * exact:
-            return failed("you returned the linear approximation |det J_g(center)| h^2; the "
-                          "exercise asks for the area of the curved image, so map many "
-                          "points along the boundary and apply the shoelace formula.")
-        return failed(f"for the square of side {h} at {center} the image has area "
-                      f"{exact:.6f}, you found {value:.6f}. If the error shrinks when you use "
-                      "more points per edge, use more: the image's edges are curved.")
-    details = ", ".join(f"h = {h}: {err:+.2e}" for h, err in report)
-    return passed(f"your areas match the exact ones. area / h^2 - |det J(center)|: {details}; "
-                  "the linear approximation is good to O(h^2).")
+        hint = _folded_hint(value, log_prior, log_det, sign)
+        if hint is not None:
+            return failed(f"for {name}: {hint}")
+        return failed(f"for {name} your log-density differs from the closed form by up to "
+                      f"{float((value - reference).abs().max()):.3g}. Sum "
+                      "p_u(g_k(x)) |det J_{g_k}(x)| over the branches, with each Jacobian "
+                      "taken of g_k at the data point x.")
+    return passed("your density matches the chi-square and non-central chi-square closed "
+                  "forms for x = u^2 and for the fold (u1^2, u2), and the complex square in 2-D: "
+                  "a map that is not injective adds the density of every preimage.")

@@ -45,22 +45,20 @@ def generative_planar_density(
     return u, log_prior - log_det
 
 
-def image_area(
-    g: Callable[[torch.Tensor], torch.Tensor], center: tuple[float, float], h: float,
-    n_per_edge: int = 400,
-) -> float:
-    """Area of ``g`` applied to the square of side ``h`` at ``center`` (shoelace formula)."""
-    t = torch.linspace(0.0, 1.0, n_per_edge + 1, dtype=torch.float64)[:-1]
-    ones, zeros = torch.ones_like(t), torch.zeros_like(t)
-    # the unit square's boundary, counter-clockwise, as (x, y) offsets in [0, 1]
-    unit = torch.cat([
-        torch.stack([t, zeros], 1),
-        torch.stack([ones, t], 1),
-        torch.stack([1 - t, ones], 1),
-        torch.stack([zeros, 1 - t], 1),
-    ])
-    corner = torch.tensor(center, dtype=torch.float64) - h / 2
-    boundary = g(corner + h * unit)
-    x, y = boundary[:, 0], boundary[:, 1]
-    signed = 0.5 * (x * torch.roll(y, -1) - torch.roll(x, -1) * y).sum()
-    return abs(float(signed))
+def folded_log_density(
+    x: torch.Tensor,
+    log_p_u: Callable[[torch.Tensor], torch.Tensor],
+    branches: list[Callable[[torch.Tensor], torch.Tensor]],
+) -> torch.Tensor:
+    """``log p_x(x) = log sum_k p_u(g_k(x)) |det J_{g_k}(x)|`` over the local inverses ``g_k``."""
+    x = x.detach().requires_grad_(True)
+    terms = []
+    for branch in branches:
+        u = branch(x)
+        # row b of u depends on row b of x only, so the gradient of the batch sum of u[:, i]
+        # holds row i of every sample's Jacobian: D backward passes for the whole batch
+        rows = [torch.autograd.grad(u[:, i].sum(), x, retain_graph=True)[0]
+                for i in range(u.shape[1])]
+        log_abs_det = torch.linalg.slogdet(torch.stack(rows, 1))[1]  # data -> latent: added
+        terms.append(log_p_u(u.detach()) + log_abs_det)
+    return torch.logsumexp(torch.stack(terms), 0)  # the densities of the preimages add
