@@ -19,6 +19,11 @@ script runs this check first:
     cell labelled ``fig-...``) without a caption, a figure cell followed directly by another
     cell or a heading (no prose telling the reader what to see), and a ``## Prerequisites``
     section without the notation link ``[](#app-notation)``.
+  - STYLE.md's exercise list, in every numbered chapter: the ``## Exercises`` section has a
+    sentence linking the workbook ``[](#ex-chNN)`` and one bullet per exercise,
+    ``- **Derive** (★) what to do: [](#ex-chNN-short-name).``, whose label is an exercise
+    ``:label:`` of ``exercises/chNN-exercises.md`` and whose stars and kind (derive,
+    implement, explore) are those of that exercise's title.
 * warnings
   - ``{dropdown}`` directives and ``{admonition}`` without a kind are left out of the PDF
     (mystmd's typst export drops them); ``:::{note}``/``:::{tip}`` with ``:class: dropdown``
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from book_toc import load_config, toc_files
@@ -148,6 +154,125 @@ def check_skeleton(path: Path) -> list[str]:
     return errors
 
 
+EXERCISE_TITLE = re.compile(r"^:{3,}\s*\{exercise\}\s*(★+)\s+([a-z]+(?:\s*\+\s*[a-z]+)*)\s*:")
+LABEL_OPTION = re.compile(r"^:label:\s*(\S+)")
+KINDS = ("Derive", "Implement", "Explore")
+EXERCISE_BULLET = re.compile(
+    r"^- \*\*(?P<kind>[A-Za-z]+)\*\* \((?P<stars>★{1,3})\) \S.*: "
+    r"\[\]\(#(?P<label>ex-ch(?P<chapter>\d\d)-[a-z0-9-]+)\)\.$")
+BULLET_START = re.compile(r"^(?:[-+*]|\d+[.)])\s")
+BULLET_FORMAT = "- **Derive** (★) what to do: [](#ex-chNN-short-name)."
+
+
+@dataclass(frozen=True)
+class WorkbookExercise:
+    """An exercise of a workbook: its stars and kinds, as its ``{exercise}`` title gives them."""
+
+    path: str
+    stars: str
+    kinds: tuple[str, ...]
+
+
+def workbook_labels(folder: Path) -> dict[str, WorkbookExercise | None]:
+    """Every ``:label:`` of the workbooks ``folder/*.md``: an exercise, or None for a label
+    that does not follow an ``{exercise}`` title (an equation, a figure)."""
+    labels: dict[str, WorkbookExercise | None] = {}
+    for path in sorted(folder.glob("*.md")):
+        title: re.Match[str] | None = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            if label := LABEL_OPTION.match(stripped):
+                labels[label.group(1)] = None if title is None else WorkbookExercise(
+                    path.name, title.group(1),
+                    tuple(kind.strip() for kind in title.group(2).split("+")))
+            if not stripped.startswith(":"):
+                title = None  # the options block of a directive has ended
+            elif (match := EXERCISE_TITLE.match(stripped)) is not None:
+                title = match
+    return labels
+
+
+def _section_bullets(lines: list[str], start: int) -> tuple[list[str], list[tuple[int, str]]]:
+    """(prose lines, [(line number, joined bullet text)]) of the section after ``start``."""
+    prose: list[str] = []
+    bullets: list[tuple[int, str]] = []
+    for number in range(start + 1, len(lines)):
+        line = lines[number]
+        if line.startswith("#") or line.lstrip().startswith(("```", "~~~")):
+            break
+        if BULLET_START.match(line):
+            bullets.append((number + 1, line.strip()))
+        elif line.strip() and line.startswith((" ", "\t")) and bullets:
+            bullets[-1] = (bullets[-1][0], f"{bullets[-1][1]} {line.strip()}")
+        elif line.strip():
+            prose.append(line)
+    return prose, bullets
+
+
+def check_exercise_list(path: Path,
+                        labels: dict[str, WorkbookExercise | None] | None = None,
+                        ) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of STYLE.md's exercise list for one numbered chapter.
+
+    Args:
+        path: The chapter, ``chapters/NN-name.md``.
+        labels: The workbooks' labels (:func:`workbook_labels`); by default those of the
+            ``exercises`` folder next to the chapter's folder.
+    """
+    if not CHAPTER.match(path.name):
+        return [], []
+    if labels is None:
+        labels = workbook_labels(path.resolve().parent.parent / "exercises")
+    chapter = path.name[:2]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Exercises"), None)
+    if start is None:
+        return [f"{path}: no '## Exercises' section (STYLE.md's chapter skeleton)"], []
+    errors: list[str] = []
+    prose, bullets = _section_bullets(lines, start)
+    if not any(f"[](#ex-ch{chapter})" in line for line in prose):
+        errors.append(f"{path}:{start + 1}: the Exercises section has no sentence linking "
+                      f"the workbook [](#ex-ch{chapter})")
+    if not bullets:
+        errors.append(f"{path}:{start + 1}: the Exercises section lists no exercise")
+    listed: set[str] = set()
+    for number, text in bullets:
+        where = f"{path}:{number}"
+        match = EXERCISE_BULLET.match(text)
+        if match is None:
+            errors.append(f"{where}: exercise bullet '{text[:50]}' does not follow STYLE.md's "
+                          f"format '{BULLET_FORMAT}'")
+            continue
+        kind, stars, label = match.group("kind", "stars", "label")
+        if kind not in KINDS:
+            errors.append(f"{where}: exercise bullet starts with **{kind}**, not one of "
+                          + ", ".join(f"**{known}**" for known in KINDS))
+        if match.group("chapter") != chapter:
+            errors.append(f"{where}: links {label}, an exercise of another chapter's workbook")
+        if label in listed:
+            errors.append(f"{where}: links {label} twice")
+        listed.add(label)
+        if label not in labels:
+            errors.append(f"{where}: links {label}, a label that no workbook "
+                          "(exercises/*.md) defines")
+            continue
+        exercise = labels[label]
+        if exercise is None:
+            errors.append(f"{where}: links {label}, a workbook label that is not an exercise")
+            continue
+        if stars != exercise.stars:
+            errors.append(f"{where}: {label} has {stars} here but {exercise.stars} in "
+                          f"{exercise.path}")
+        if kind.lower() not in exercise.kinds:
+            errors.append(f"{where}: the title of {label} in {exercise.path} says "
+                          f"'{' + '.join(exercise.kinds)}', not **{kind}**")
+    missing = sorted(label for label, exercise in labels.items() if exercise is not None
+                     and label.startswith(f"ex-ch{chapter}-") and label not in listed)
+    warnings = [f"{path}:{start + 1}: the Exercises section does not list the workbook's "
+                f"{label}" for label in missing]
+    return errors, warnings
+
+
 def main(argv: list[str]) -> int:
     if argv:
         files = [Path(name) for name in argv]
@@ -164,6 +289,9 @@ def main(argv: list[str]) -> int:
             errors += skeleton
         else:
             warnings += skeleton
+        exercise_errors, exercise_warnings = check_exercise_list(path)
+        errors += exercise_errors
+        warnings += exercise_warnings
         all_errors += errors
         for warning in warnings:
             print(f"check_book_sources: warning: {warning}", file=sys.stderr)
