@@ -69,7 +69,7 @@ def quartic_energy(x: torch.Tensor) -> torch.Tensor:
 
 
 def fdssm_bias_leading_term(dim: int) -> float:
-    """Leading coefficient ``c`` of the FDSSM bias ``c eps^2`` for :func:`quartic_energy` at
+    """Leading coefficient ``c_FD`` of the FDSSM bias ``c_FD eps^2`` for :func:`quartic_energy` at
     ``x ~ N(0, I)`` with directions uniform on the sphere (derived by Taylor expansion):
     ``3.5 * 3 / (dim + 2)``."""
     return 3.5 * 3.0 / (dim + 2)
@@ -116,7 +116,8 @@ def fdssm_bias(bias_fn: Callable[..., list[float]]) -> CheckResult:
         return failed(f"the bias shrinks like eps^2 (slope {slope:.2f}) but its size "
                       f"{[f'{b:.2e}' for b in biases]} differs from the Taylor prediction "
                       f"{[f'{r:.2e}' for r in leading]}: check the per-dimension scaling "
-                      "(directions on the unit sphere, exact term 0.5 (u.grad E)^2 - u^T H u).")
+                      "(unit directions v_hat on the sphere, exact term "
+                      "0.5 (v_hat.grad E)^2 - v_hat^T H v_hat).")
     # A second energy and dimension, whose bias has no formula in this module: the library's
     # FDSSM at eps against eps -> 0 with the same directions (other directions than the
     # learner's, so the two agree within the Monte-Carlo error of 8000 samples, a few %).

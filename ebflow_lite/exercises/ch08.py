@@ -45,7 +45,7 @@ def logit_logdet(learner: Callable[[torch.Tensor, float, float], torch.Tensor]) 
         if out.shape != (x.shape[0],):
             return failed(
                 f"expected shape ({x.shape[0]},), one log-det per sample, got "
-                f"{tuple(out.shape)}: sum log h'(x_d) over the D features"
+                f"{tuple(out.shape)}: sum log P'(x_d) over the D features"
             )
         out = out.detach().to(torch.float64)
         if torch.allclose(out, expected, rtol=1e-6, atol=1e-6):
@@ -53,7 +53,7 @@ def logit_logdet(learner: Callable[[torch.Tensor, float, float], torch.Tensor]) 
         d = x.shape[1]
         if torch.allclose(out, -expected, rtol=1e-6, atol=1e-6):
             return failed("the sign is flipped: the log-det of the data -> logit map is "
-                          "+sum log h'(x), and h' > 0 is large near 0 and 1")
+                          "+sum log P'(x), and P' > 0 is large near 0 and 1")
         if eps > 0 and torch.allclose(out, expected - d * math.log(1 - 2 * eps),
                                       rtol=1e-6, atol=1e-6):
             return failed("the squeeze p = eps + (1 - 2 eps) x has derivative (1 - 2 eps): "

@@ -139,7 +139,7 @@ def gaussian_bits_per_dim(learner: Callable[..., float]) -> CheckResult:
         logdet_bits = float(pre.preprocess_with_logdet(x)[1].mean()) / (dim * math.log(2.0))
         hints = {
             "that is the bits/dim of the preprocessed (logit-space) variable: add the "
-            "preprocessing log-det back, log p(x) = log N(z) + log|det J_h(x)|":
+            "preprocessing log-det back, log p(x) = log N(z) + log|det J_P(x)|":
                 expected + logdet_bits,
             "the log-det of the preprocessing enters with a plus sign in log p(x) (and so "
             "with a minus sign in the NLL)": expected + 2 * logdet_bits,

@@ -150,11 +150,11 @@ def dequantized_objective(objective: Objective) -> Objective:
 
 
 def median_logit_slope(data: torch.Tensor, alpha: float, eps: float, num_levels: int) -> float:
-    """The median over the pixels of ``h'(x)``, the derivative of the logit preprocessing.
+    """The median over the pixels of ``P'(x)``, the derivative of the logit preprocessing.
 
-    ``h(x) = logit(eps + (1 - 2 eps) x / K) / alpha`` has
-    ``h'(x) = (1 - 2 eps) / (K alpha p (1 - p))`` with ``p = eps + (1 - 2 eps) x / K``.
-    A noise level ``s`` in logit space corresponds to ``s / h'(x)`` in data space.
+    ``P(x) = logit(eps + (1 - 2 eps) x / K) / alpha`` has
+    ``P'(x) = (1 - 2 eps) / (K alpha x_bar (1 - x_bar))`` with ``x_bar = eps + (1 - 2 eps) x / K``.
+    A noise level ``sigma`` in logit space corresponds to ``sigma / P'(x)`` in data space.
     """
     p = eps + (1.0 - 2.0 * eps) * data.double() / num_levels
     return float(((1.0 - 2.0 * eps) / (num_levels * alpha * p * (1.0 - p))).median())

@@ -325,7 +325,7 @@ LONG_CONFIG = {"steps": 20_000, "batch_size": 1024, "n_train": 50_000, "ema_deca
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the toy grid from the command line; print the tables and write a JSON file.
 
-    ``--long`` uses :data:`LONG_CONFIG` (20 000 steps of 1024 points, 20x the chapter's
+    ``--long`` uses :data:`LONG_CONFIG` (20 000 steps of 1024 points, 53x the chapter's
     budget in samples); the other flags override single settings. The JSON holds every
     run's KL, Fisher divergence and time, and the configuration.
     """

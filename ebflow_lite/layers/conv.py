@@ -98,7 +98,8 @@ class Conv1x1(LinearFlowLayer):
 
 
 class LUConv1x1(Conv1x1):
-    """The 1x1 convolution with ``W = P L (U + diag(s))``: ``log|det J| = H W sum log|s|``.
+    """The 1x1 convolution ``W = P L (U + diag(sign * exp(log_scale)))``, so that
+    ``log|det J| = H W sum(log_scale)``.
 
     O(C) instead of O(C^3) (the LU parameterisation of :class:`ebflow_lite.layers.LUDense`).
 
@@ -124,12 +125,12 @@ def circular_conv_logabsdet(weight: torch.Tensor, height: int, width: int) -> to
 
     A circular convolution is diagonalised by the 2-D discrete Fourier transform: at each of
     the ``H W`` frequencies it multiplies the channel vector by the ``C x C`` matrix
-    ``K(f) = sum_{a,b} weight[:, :, a, b] exp(2 pi i (f_1 (a - p) / H + f_2 (b - p) / W))``
-    (``p = K // 2``), so ``log|det| = sum_f log|det K(f)|``. The formula is exact only for
+    ``w_hat(f) = sum_{a,b} weight[:, :, a, b] exp(2 pi i (f_1 (a - p) / H + f_2 (b - p) / W))``
+    (``p = k // 2``), so ``log|det| = sum_f log|det w_hat(f)|``. The formula is exact only for
     circular padding: a zero-padded convolution's matrix is not block-circulant.
 
     Args:
-        weight: ``(C, C, K, K)`` with K odd.
+        weight: ``(C, C, k, k)`` with k odd.
         height: H.
         width: W.
 
@@ -140,7 +141,7 @@ def circular_conv_logabsdet(weight: torch.Tensor, height: int, width: int) -> to
 
 
 def _kernel_spectrum(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``K(f)`` for every frequency, shape ``(H, W, C, C)``, complex128."""
+    """``w_hat(f)`` for every frequency, shape ``(H, W, C, C)``, complex128."""
     c_out, c_in, k, _ = weight.shape
     p = k // 2
     offsets = torch.arange(k, device=weight.device) - p

@@ -83,13 +83,13 @@ def coupling_mask(event_shape: Shape, mask: str, parity: int) -> torch.Tensor:
 
 
 class AffineCoupling(FlowLayer):
-    """RealNVP coupling: ``y_a = x_a``, ``y_b = x_b * exp(s(x_a)) + t(x_a)``.
+    """RealNVP coupling: ``y_a = x_a``, ``y_b = x_b * exp(lambda(x_a)) + t(x_a)``.
 
-    The Jacobian is triangular with diagonal ``exp(s(x_a))``, so the log-det is
-    ``sum(s(x_a))``, which depends on x: a non-linear layer whose log-det stays in E(x).
-    ``s`` is bounded by ``scale_bound * tanh(. / scale_bound)`` for stability (an unbounded
-    ``exp`` overflows early in training). The conditioner's last layer starts at zero, so a
-    new coupling is the identity.
+    The Jacobian is triangular with diagonal ``exp(lambda(x_a))``, so the log-det is
+    ``sum(lambda(x_a))``, which depends on x: a non-linear layer whose log-det stays in E(x).
+    The log-scale ``lambda`` is bounded by ``scale_bound * tanh(. / scale_bound)`` for
+    stability (an unbounded ``exp`` overflows early in training). The conditioner's last layer
+    starts at zero, so a new coupling is the identity.
 
     For vectors (``event_shape = (D,)``) the kept features are gathered and the conditioner
     maps them, shape ``(B, n_keep)``, to ``(B, 2 n_change)``: the default is an MLP. For
@@ -102,7 +102,7 @@ class AffineCoupling(FlowLayer):
         hidden: the default conditioner's width.
         depth: the default MLP's number of hidden layers (vectors only).
         parity: which part is kept (see :func:`coupling_mask`).
-        scale_bound: the bound on ``|s|``.
+        scale_bound: the bound on ``|lambda|``.
         mask: ``"alternate"`` (vectors), ``"channel"`` or ``"checkerboard"`` (images); None
             picks ``"alternate"`` for vectors and ``"channel"`` for images.
         conditioner: a network to use instead of the default one.

@@ -64,10 +64,10 @@ class Dense(LinearFlowLayer):
 
 
 class LUDense(LinearFlowLayer):
-    """A linear map parameterised as ``W = P L (U + diag(s))`` with a fixed permutation P.
+    """A linear map ``W = P L (U + diag(sign * exp(log_scale)))``, P a fixed permutation.
 
     L is unit lower triangular and U strictly upper triangular, so
-    ``log|det W| = sum(log|s|)`` costs O(D): the "specially designed layer" alternative to
+    ``log|det W| = sum(log_scale)`` costs O(D): the "specially designed layer" alternative to
     EBFlow's determinant-free training.
 
     Args:
@@ -114,7 +114,7 @@ class LUDense(LinearFlowLayer):
         return h if self.bias is None else h + self.bias
 
     def logabsdet(self, event_shape: Shape | None = None) -> torch.Tensor:
-        """``sum(log|s|)``: O(D), no factorisation."""
+        """``sum(log_scale)``: O(D), no factorisation."""
         self._resolve_shape(event_shape, "logabsdet")
         return self.log_scale.sum()
 

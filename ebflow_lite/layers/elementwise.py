@@ -133,8 +133,8 @@ class Logit(FlowLayer):
     """The logit preprocessing ``y = logit(eps + (1 - 2 eps) x) / alpha`` on ``x in [0, 1]``.
 
     The squeeze by ``eps`` keeps the logit finite at 0 and 1. Its derivative
-    ``(1 - 2 eps) / (alpha p (1 - p))`` with ``p = eps + (1 - 2 eps) x`` explodes near the
-    ends of the interval, which is why EBFlow matches scores *after* this layer (MaP).
+    ``(1 - 2 eps) / (alpha x_bar (1 - x_bar))`` with ``x_bar = eps + (1 - 2 eps) x`` explodes
+    near the ends of the interval, which is why EBFlow matches scores *after* this layer (MaP).
 
     Args:
         alpha: the smoothness (the paper uses 0.5 for FC models, 1.0 for Glow).

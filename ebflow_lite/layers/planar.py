@@ -12,10 +12,11 @@ from ebflow_lite.validation import check_positive_int
 class Planar(FlowLayer):
     """``y = x + u_hat tanh(w^T x + b)`` with ``u_hat`` constrained so that the map is invertible.
 
-    By the matrix determinant lemma, ``det(I + h' u_hat w^T) = 1 + h'(w^T x + b) u_hat^T w``, an
-    O(D) log-det. ``u_hat = u + (m(w^T u) - w^T u) w / |w|^2`` with ``m(a) = -1 + softplus(a)``
-    keeps ``u_hat^T w > -1``, which makes the map strictly monotone along w. The inverse
-    solves the scalar equation for ``a = w^T x + b`` by bisection, then subtracts the ridge.
+    By the matrix determinant lemma, ``det(I + tanh'(a) u_hat w^T) = 1 + tanh'(a) u_hat^T w``
+    with ``a = w^T x + b``, an O(D) log-det. ``u_hat = u + (m(w^T u) - w^T u) w / |w|^2`` with
+    ``m(zeta) = -1 + softplus(zeta)`` keeps ``u_hat^T w > -1``, which makes the map strictly
+    monotone along w. The inverse solves the scalar equation for ``a = w^T x + b`` by
+    bisection, then subtracts the ridge.
 
     Args:
         dim: the feature size D.
