@@ -2,8 +2,10 @@
 
 Every 2-D model in the book exposes a log-density ``log_prob_fn(x) -> (B,)`` on a batch of
 shape ``(B, 2)``. :func:`density_grid` evaluates it on a regular grid (also the basis for
-checking numerically that a density integrates to one), :func:`plot_density` draws it and
-:func:`plot_samples` draws a point cloud with the same conventions.
+checking numerically that a density integrates to one), :func:`grid_log_z` integrates it (as
+a float, or as a tensor that autograd differentiates), :func:`grid_points` returns the grid's
+cell centres, :func:`plot_density` draws a density and :func:`plot_samples` draws a point
+cloud with the same conventions.
 """
 
 from __future__ import annotations
@@ -37,10 +39,49 @@ def _cell_centres(xlim: tuple[float, float], ylim: tuple[float, float], n: int
     return xs, ys, dx * dy
 
 
-def _evaluate(fn: LogProbFn, points: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
-    """``fn`` on ``points`` in chunks, without gradients, as one float64 CPU tensor."""
+def grid_points(
+    xlim: tuple[float, float] = (-4.0, 4.0),
+    ylim: tuple[float, float] = (-4.0, 4.0),
+    n: int = 200,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, float]:
+    """The centres of an ``n x n`` grid of cells on a box, and the area of one cell.
+
+    The points are ordered as the arrays of :func:`density_grid` flattened row by row (the
+    first coordinate varies fastest), so ``values.reshape(n, n)`` lines up with ``X, Y``.
+
+    Args:
+        xlim: the box's extent along the first coordinate.
+        ylim: the box's extent along the second coordinate.
+        n: the number of cells per axis (at least 2).
+        dtype: the tensor dtype (default: torch's default dtype).
+
+    Returns:
+        ``(points, cell_area)``: a ``(n * n, 2)`` tensor and a float.
+
+    Raises:
+        ValueError: bad limits or ``n``.
+    """
+    _, _, points, cell_area = _grid(xlim, ylim, n, dtype)
+    return points, cell_area
+
+
+def _grid(xlim: tuple[float, float], ylim: tuple[float, float], n: int,
+          dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray, torch.Tensor, float]:
+    """``X, Y`` (float64 meshgrids), the flattened points as a tensor, and a cell's area."""
+    xs, ys, cell_area = _cell_centres(xlim, ylim, n)
+    X, Y = np.meshgrid(xs, ys)
+    points = torch.as_tensor(
+        np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype or torch.get_default_dtype()
+    )
+    return X, Y, points, cell_area
+
+
+def _evaluate(fn: LogProbFn, points: torch.Tensor, batch_size: int, name: str,
+              differentiable: bool = False) -> torch.Tensor:
+    """``fn`` on ``points`` in chunks as one float64 CPU tensor (with autograd if asked)."""
     values = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         for start in range(0, points.shape[0], batch_size):
             chunk = points[start : start + batch_size]
             out = fn(chunk)
@@ -49,7 +90,8 @@ def _evaluate(fn: LogProbFn, points: torch.Tensor, batch_size: int, name: str) -
                 raise ValueError(
                     f"{name} must return a tensor of shape ({chunk.shape[0]},), got {shape}"
                 )
-            values.append(out.detach().to("cpu", torch.float64))
+            out = out if differentiable else out.detach()
+            values.append(out.to("cpu", torch.float64))
     return torch.cat(values)
 
 
@@ -81,14 +123,9 @@ def density_grid(
     Raises:
         ValueError: bad limits or ``n``, or a ``log_prob_fn`` that returns the wrong shape.
     """
-    xs, ys, _ = _cell_centres(xlim, ylim, n)
-    X, Y = np.meshgrid(xs, ys)
-    points = torch.as_tensor(
-        np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype or torch.get_default_dtype()
-    )
+    X, Y, points, _ = _grid(xlim, ylim, n, dtype)
     values = _evaluate(log_prob_fn, points, batch_size, "log_prob_fn")
-    density = values.exp().numpy().reshape(len(ys), len(xs))
-    return X, Y, density
+    return X, Y, values.exp().numpy().reshape(X.shape)
 
 
 def grid_log_z(
@@ -98,20 +135,25 @@ def grid_log_z(
     n: int = 200,
     batch_size: int = 8192,
     dtype: torch.dtype | None = None,
-) -> float:
+    differentiable: bool = False,
+) -> float | torch.Tensor:
     """``log`` of the midpoint-rule integral of ``exp(log_unnormalised)`` over a 2-D box.
 
     The normalising constant of a 2-D energy, ``log Z = log sum exp(-E) * cell_area``,
     computed with a log-sum-exp (no overflow for large ``-E``). Only possible in low
-    dimension: the grid has ``n^2`` points. Arguments as in :func:`density_grid`.
+    dimension: the grid has ``n^2`` points. Arguments as in :func:`density_grid`, and
+
+    Args:
+        differentiable: if True, evaluate with autograd enabled and return ``log Z`` as a
+            0-dim float64 tensor whose gradient flows back to the parameters that
+            ``log_unnormalised`` uses (``torch.autograd.grad(log_z, theta)``); if False
+            (default), return a float computed without gradients.
     """
-    xs, ys, cell_area = _cell_centres(xlim, ylim, n)
-    X, Y = np.meshgrid(xs, ys)
-    points = torch.as_tensor(
-        np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype or torch.get_default_dtype()
-    )
-    values = _evaluate(log_unnormalised, points, batch_size, "log_unnormalised")
-    return float(torch.logsumexp(values, 0)) + math.log(cell_area)
+    points, cell_area = grid_points(xlim, ylim, n, dtype)
+    values = _evaluate(log_unnormalised, points, batch_size, "log_unnormalised",
+                       differentiable)
+    log_z = torch.logsumexp(values, 0) + math.log(cell_area)
+    return log_z if differentiable else float(log_z)
 
 
 def plot_density(
