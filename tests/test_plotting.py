@@ -72,7 +72,8 @@ def test_grid_log_z_differentiable_gives_the_gradient_of_log_z() -> None:
     assert abs(float(log_z.detach()) - math.log(2 * math.pi * 0.8**2)) < 1e-8
     assert abs(float(grad) - 2 / 0.8) < 1e-6
     as_float = grid_log_z(minus_energy, (-7, 7), (-7, 7), n=300, dtype=torch.float64)
-    assert isinstance(as_float, float) and as_float == pytest.approx(float(log_z.detach()), abs=1e-12)
+    assert isinstance(as_float, float)
+    assert as_float == pytest.approx(float(log_z.detach()), abs=1e-12)
 
 
 @pytest.mark.parametrize(
