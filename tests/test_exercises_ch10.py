@@ -165,6 +165,16 @@ def test_crossover_batch_rejects_sample_by_sample_inversion() -> None:
     assert not result and "sample by sample" in result.message
 
 
+def test_crossover_batch_rejects_a_measurement_off_by_a_constant_factor() -> None:
+    # Right trend, wrong unit: each inverse timed five times over (or steps counted as a
+    # fifth of a step); the side-by-side re-measurements disagree every time.
+    def five_times(dim, batch_sizes):
+        return {b: 5 * t for b, t in solutions.crossover_vs_batch(dim, batch_sizes).items()}
+
+    result = check.crossover_batch(five_times)
+    assert not result and "measured here" in result.message and "tries" in result.message
+
+
 def test_crossover_batch_rejects_a_wrong_shape() -> None:
     result = check.crossover_batch(lambda dim, batches: [1.0, 2.0, 3.0])
     assert not result and "dict" in result.message

@@ -173,6 +173,8 @@ def masked_mala(learner: Callable[..., torch.Tensor]) -> CheckResult:
 #: The batch sizes and the dimension the crossover checker measures at.
 CROSSOVER_BATCHES = (4, 32, 256)
 CROSSOVER_DIM = 768
+#: How many times a disagreement with the reference timing is measured before it counts.
+CROSSOVER_ATTEMPTS = 3
 
 
 @checker
@@ -196,13 +198,25 @@ def crossover_batch(learner: Callable[[int, tuple[int, ...]], dict]) -> CheckRes
                       f"{CROSSOVER_BATCHES[0]}, {largest:.2f} at B = {CROSSOVER_BATCHES[-1]}): "
                       "the factorisation is paid once per batch; did you invert sample by "
                       "sample?")
-    measured = {b: measure_costs(CROSSOVER_DIM, b, repeats=3).crossover_steps
-                for b in CROSSOVER_BATCHES}
-    for b in CROSSOVER_BATCHES:
-        if not 1 / 3 < values[b] / measured[b] < 3:
-            return failed(f"T*({b}) = {values[b]:.2f}, but measured here it is "
-                          f"{measured[b]:.2f}: time one Langevin step (an energy and its "
-                          "gradient) and one call of model.sample(B)")
+    # Two timings taken at different moments on a shared machine can differ by more than
+    # the tolerance when the load changes in between, so a disagreement is measured again
+    # (the learner's function and the reference, side by side) before it counts: an answer
+    # that does not measure what it should disagrees every time.
+    for attempt in range(CROSSOVER_ATTEMPTS):
+        if attempt:
+            out = learner(CROSSOVER_DIM, CROSSOVER_BATCHES)
+            values = {b: float(out[b]) for b in CROSSOVER_BATCHES}
+        measured = {b: measure_costs(CROSSOVER_DIM, b, repeats=3).crossover_steps
+                    for b in CROSSOVER_BATCHES}
+        off = [b for b in CROSSOVER_BATCHES if not 1 / 3 < values[b] / measured[b] < 3]
+        if not off:
+            break
+    else:
+        b = off[0]
+        return failed(f"T*({b}) = {values[b]:.2f}, but measured here it is "
+                      f"{measured[b]:.2f} (in each of {CROSSOVER_ATTEMPTS} tries): time one "
+                      "Langevin step (an energy and its gradient) and one call of "
+                      "model.sample(B)")
     predicted = {b: round(predicted_crossover(CROSSOVER_DIM, b), 1) for b in CROSSOVER_BATCHES}
     return passed(f"T* falls with the batch. Yours: "
                   f"{({b: round(v, 1) for b, v in values.items()})}; measured here: "
@@ -212,6 +226,7 @@ def crossover_batch(learner: Callable[[int, tuple[int, ...]], dict]) -> CheckRes
 
 __all__ = [
     "CROSSOVER_BATCHES",
+    "CROSSOVER_ATTEMPTS",
     "CROSSOVER_DIM",
     "crossover_batch",
     "masked_mala",
