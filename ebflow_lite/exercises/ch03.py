@@ -23,10 +23,12 @@ from ebflow_lite.sampling import mala
 def _as_float(value: object, what: str) -> float:
     """A float from a number or a one-element tensor; an AssertionError (a hint) otherwise."""
     if isinstance(value, torch.Tensor):
-        assert value.numel() == 1, f"return one number for {what}, got shape {tuple(value.shape)}"
+        if value.numel() != 1:
+            raise AssertionError(
+                f"return one number for {what}, got shape {tuple(value.shape)}")
         return float(value.detach())
-    assert isinstance(value, (int, float)), (
-        f"return a float for {what}, got {type(value).__name__}")
+    if not isinstance(value, (int, float)):
+        raise AssertionError(f"return a float for {what}, got {type(value).__name__}")
     return float(value)
 
 
